@@ -1,0 +1,243 @@
+"""The ``toyflow`` command.
+
+    toyflow train 2d --dataset 8gaussians [--steps 2000] [--out runs/2d-8gaussians]
+    toyflow train mnist [--data-dir DIR] [--steps N] [--out runs/mnist-flow]
+    toyflow train classifier --role reward|evaluator [--data-dir DIR] [--out ...]
+    toyflow sample --checkpoint PATH|--pretrained NAME [--mode linear-ode] [--n 2000] --out samples.png
+    toyflow bench search --task ... --methods ... --modes ... --budgets ... --runs ... --out results.csv
+    toyflow demo [--out DIR]
+    toyflow figures [--out figures]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+log = logging.getLogger("toyflow")
+
+
+def _add_train_options(p: argparse.ArgumentParser, *, steps: int, batch: int, lr: float) -> None:
+    p.add_argument("--steps", type=int, default=steps, help=f"optimiser steps (default {steps})")
+    p.add_argument("--batch-size", type=int, default=batch, help=f"batch size (default {batch})")
+    p.add_argument("--lr", type=float, default=lr, help=f"peak learning rate (default {lr})")
+    p.add_argument("--ema-decay", type=float, default=0.999, help="EMA decay of the saved weights (default 0.999)")
+    p.add_argument("--seed", type=int, default=0, help="seed of weights and batches (default 0)")
+    p.add_argument("--device", default="auto", help="cuda, mps, cpu or auto (default auto)")
+    p.add_argument("--no-amp", action="store_true", help="disable bf16 autocast on CUDA")
+    p.add_argument("--checkpoint-every", type=int, default=0, help="also checkpoint every N steps (default: only at the end)")
+    p.add_argument("--resume", action="store_true", help="continue from the training state saved at --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _train_config(args, **overrides):
+    from toyflow.train import TrainConfig
+
+    kw = dict(
+        steps=args.steps, batch_size=args.batch_size, lr=args.lr, ema_decay=args.ema_decay, seed=args.seed,
+        device=args.device, amp=not args.no_amp, checkpoint_every=args.checkpoint_every, progress=not args.quiet,
+    )
+    kw.update(overrides)
+    return TrainConfig(**kw)
+
+
+def _cmd_train_2d(args) -> int:
+    from toyflow.data import toy2d
+    from toyflow.models import VelocityMLP
+    from toyflow.train import train_flow
+
+    out = Path(args.out or f"runs/2d-{args.dataset}")
+    if args.dataset not in toy2d.DATASETS:
+        raise SystemExit(f"unknown dataset {args.dataset!r}; choose one of {', '.join(toy2d.DATASETS)}")
+    model = VelocityMLP(dim=2, hidden=args.hidden, depth=args.depth)
+
+    def data(n, g):
+        return toy2d.sample(args.dataset, n, generator=g)
+
+    res = train_flow(
+        model, data, args.schedule, _train_config(args), checkpoint_path=out, resume=args.resume,
+        extra_config={"dataset": args.dataset, "task": "2d"},
+    )
+    print(f"trained {sum(p.numel() for p in model.parameters())} parameters for {res.steps} steps "
+          f"in {res.wall_time:.1f} s on {res.device}; final loss {sum(res.losses[-100:]) / len(res.losses[-100:]):.4f}")
+    print(f"checkpoint: {res.checkpoint}")
+    return 0
+
+
+def _cmd_train_mnist(args) -> int:
+    from toyflow.data.mnist import load_mnist
+    from toyflow.models.unet import UNet
+    from toyflow.train import train_flow
+
+    data = load_mnist(args.split, args.data_dir, download=args.download)
+    out = Path(args.out or "runs/mnist-flow")
+    model = UNet()
+    res = train_flow(
+        model, data.images, "linear", _train_config(args), checkpoint_path=out, resume=args.resume,
+        extra_config={"dataset": f"mnist-{args.split}", "task": "mnist"},
+    )
+    print(f"trained UNet ({sum(p.numel() for p in model.parameters())} parameters) for {res.steps} steps "
+          f"in {res.wall_time:.1f} s on {res.device}")
+    print(f"checkpoint: {res.checkpoint}")
+    return 0
+
+
+def _cmd_train_classifier(args) -> int:
+    from toyflow.data.augment import random_shift
+    from toyflow.data.mnist import load_mnist
+    from toyflow.models.classifier import EvaluatorCNN, RewardCNN
+    from toyflow.train import train_classifier
+
+    split = args.split or ("test" if args.role == "reward" else "train5k")
+    data = load_mnist(split, args.data_dir, download=args.download)
+    model = RewardCNN() if args.role == "reward" else EvaluatorCNN()
+    out = Path(args.out or f"runs/mnist-{args.role}")
+    seed = args.seed if args.role == "reward" else args.seed + 1
+    res = train_classifier(
+        model, data.images, data.labels, _train_config(args, seed=seed),
+        augment=lambda x, g: random_shift(x, 2, g), checkpoint_path=out, resume=args.resume,
+        extra_config={"dataset": f"mnist-{split}", "role": args.role},
+    )
+    print(f"trained {args.role} classifier on {split} in {res.wall_time:.1f} s; checkpoint: {res.checkpoint}")
+    return 0
+
+
+def _cmd_sample(args) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torch
+
+    from toyflow import dynamics, interpolants
+    from toyflow.models import load_model
+
+    if (args.checkpoint is None) == (args.pretrained is None):
+        raise SystemExit("give exactly one of --checkpoint PATH or --pretrained NAME")
+    if args.checkpoint is not None:
+        model = load_model(args.checkpoint)
+    else:
+        from toyflow import pretrained
+
+        model = pretrained.load(args.pretrained)
+    shape = (1, 28, 28) if type(model).arch == "unet" else (model.dim,)
+    if type(model).arch not in ("unet", "mlp"):
+        raise SystemExit(f"{args.checkpoint or args.pretrained} is a {type(model).arch!r} model, not a flow model")
+    g = torch.Generator().manual_seed(args.seed)
+    sched = "linear"
+    if args.mode == "vp-sde":
+        model, sched = interpolants.convert(model, "linear", "vp"), "vp"
+    x1 = torch.randn((args.n,) + shape, generator=g)
+    with torch.no_grad():
+        traj = dynamics.sample(model, x1, sched, steps=args.steps, sde=args.mode != "linear-ode", generator=g)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if shape == (1, 28, 28):
+        from toyflow.viz import image_grid
+
+        fig = image_grid(traj.x[:64], title=f"{args.mode}, {args.steps} steps")
+    else:
+        fig, ax = plt.subplots(figsize=(4.5, 4.5))
+        ax.scatter(traj.x[:, 0].numpy(), traj.x[:, 1].numpy(), s=2, alpha=0.5)
+        ax.set(xlabel="$x_1$", ylabel="$x_2$", title=f"{args.n} samples, {args.mode}, {args.steps} steps", aspect="equal")
+    fig.savefig(out, dpi=120, bbox_inches="tight")
+    print(f"wrote {out}")
+    return 0
+
+
+def _cmd_bench_search(args) -> int:
+    from toyflow.search.benchmark import main as bench_main
+
+    return bench_main(args)
+
+
+def _cmd_demo(args) -> int:
+    from toyflow.demo import run_demo
+
+    run_demo(out_dir=args.out, quick=not args.full)
+    return 0
+
+
+def _cmd_figures(args) -> int:
+    from toyflow.figures import make_all
+
+    make_all(args.out)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="toyflow", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train a model").add_subparsers(dest="what", required=True)
+    p = train.add_parser("2d", help="flow model on a 2D toy dataset (MLP)")
+    p.add_argument("--dataset", default="8gaussians", help="8gaussians, checkerboard, moons, spirals, rings")
+    p.add_argument("--schedule", default="linear", help="interpolant: linear, vp, cosine, polynomial-N (default linear)")
+    p.add_argument("--hidden", type=int, default=128, help="MLP width (default 128)")
+    p.add_argument("--depth", type=int, default=3, help="MLP hidden layers (default 3)")
+    p.add_argument("--out", default=None, help="checkpoint path without suffix (default runs/2d-DATASET)")
+    _add_train_options(p, steps=2000, batch=256, lr=2e-3)
+    p.set_defaults(func=_cmd_train_2d)
+
+    for name, fn, help_ in (("mnist", _cmd_train_mnist, "UNet flow model on MNIST"),
+                            ("classifier", _cmd_train_classifier, "MNIST reward or evaluator classifier")):
+        p = train.add_parser(name, help=help_)
+        p.add_argument("--data-dir", default=None, help="folder with the MNIST IDX files (default $TOYFLOW_DATA)")
+        p.add_argument("--download", action="store_true", help="fetch MNIST from the public mirrors if missing")
+        p.add_argument("--out", default=None, help="checkpoint path without suffix")
+        if name == "mnist":
+            p.add_argument("--split", default="test", help="which MNIST file set to train on (default test: t10k)")
+            _add_train_options(p, steps=6000, batch=128, lr=1e-3)
+        else:
+            p.add_argument("--role", choices=("reward", "evaluator"), required=True)
+            p.add_argument("--split", default=None, help="default: test (t10k) for reward, train5k for evaluator")
+            _add_train_options(p, steps=3000, batch=128, lr=2e-3)
+        p.set_defaults(func=fn)
+
+    p = sub.add_parser("sample", help="sample a flow model and write a PNG")
+    p.add_argument("--checkpoint", default=None, help="checkpoint path (with or without .safetensors)")
+    p.add_argument("--pretrained", default=None, help="a shipped model name, e.g. 2d-8gaussians, mnist-flow")
+    p.add_argument("--mode", choices=("linear-ode", "linear-sde", "vp-sde"), default="linear-ode")
+    p.add_argument("--steps", type=int, default=100, help="sampling steps (default 100)")
+    p.add_argument("--n", type=int, default=2000, help="number of samples (default 2000)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="samples.png", help="PNG to write (default samples.png)")
+    p.set_defaults(func=_cmd_sample)
+
+    bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="what", required=True)
+    p = bench.add_parser("search", help="inference-time search scaling benchmark -> tidy CSV")
+    try:
+        from toyflow.search.benchmark import add_arguments
+    except ImportError:  # search package missing: keep the rest of the CLI usable
+        add_arguments = None
+    if add_arguments is not None:
+        add_arguments(p)
+    p.set_defaults(func=_cmd_bench_search)
+
+    p = sub.add_parser("demo", help="the main job: search on a toy task, table and figures")
+    p.add_argument("--out", default="toyflow-demo", help="output folder (default ./toyflow-demo)")
+    p.add_argument("--full", action="store_true", help="more runs and budgets (slower)")
+    p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("figures", help="regenerate every README figure")
+    p.add_argument("--out", default="figures", help="output folder (default figures)")
+    p.set_defaults(func=_cmd_figures)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"toyflow: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""Models: every velocity model has the signature ``model(x, t) -> velocity``.
+
+Architectures are rebuilt from checkpoints through a fixed, read-only table (no registry that
+code can mutate): each model class has a class attribute ``arch`` and a method ``config()``
+returning its constructor keyword arguments.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from types import MappingProxyType
+from typing import Any, Mapping
+
+import torch
+
+from toyflow import checkpoint
+from toyflow.models.gmm import GaussianMixtureFlow
+from toyflow.models.mlp import VelocityMLP
+
+__all__ = ["GaussianMixtureFlow", "VelocityMLP", "build", "save_model", "load_model", "ARCHITECTURES"]
+
+# arch name -> (module, class name); imported lazily so 2D users never import image models.
+ARCHITECTURES: Mapping[str, tuple[str, str]] = MappingProxyType(
+    {
+        "mlp": ("toyflow.models.mlp", "VelocityMLP"),
+        "unet": ("toyflow.models.unet", "UNet"),
+        "reward-cnn": ("toyflow.models.classifier", "RewardCNN"),
+        "evaluator-cnn": ("toyflow.models.classifier", "EvaluatorCNN"),
+    }
+)
+
+
+def build(arch: str, arch_config: Mapping[str, Any]) -> torch.nn.Module:
+    """Construct an untrained model of architecture ``arch`` with ``arch_config`` kwargs."""
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {arch!r}; known: {', '.join(sorted(ARCHITECTURES))}")
+    module_name, class_name = ARCHITECTURES[arch]
+    cls = getattr(importlib.import_module(module_name), class_name)
+    return cls(**dict(arch_config))
+
+
+def save_model(path: str | os.PathLike, model: torch.nn.Module, **extra: Any) -> None:
+    """Save a model's weights and the config that rebuilds it (plus ``extra`` JSON fields)."""
+    config = {"arch": type(model).arch, "arch_config": model.config(), **extra}
+    checkpoint.save(path, model.state_dict(), config)
+
+
+def load_model(path: str | os.PathLike, *, arch: str | None = None, device: str | torch.device = "cpu") -> torch.nn.Module:
+    """Rebuild a model from a checkpoint; ``arch`` (optional) asserts which architecture is expected."""
+    tensors, config = checkpoint.load(path, device=device)
+    if "arch" not in config:
+        raise ValueError(f"checkpoint {path} has no 'arch' in its JSON config; it was not written by toyflow")
+    if arch is not None and config["arch"] != arch:
+        raise ValueError(
+            f"checkpoint {path} holds a {config['arch']!r} model, not the expected {arch!r}; "
+            "pass the checkpoint of the right model"
+        )
+    model = build(config["arch"], config.get("arch_config", {}))
+    try:
+        model.load_state_dict(tensors, strict=True)
+    except RuntimeError as e:
+        raise ValueError(
+            f"checkpoint {path} does not match architecture {config['arch']!r} with config "
+            f"{config.get('arch_config')}: {e}"
+        ) from None
+    return model.to(device).eval()

@@ -1,0 +1,126 @@
+"""A small, cheap U-Net velocity model for MNIST: model(x, t) with x: (B, 1, 28, 28), t: (B,).
+
+Layout (default ``channels=(32, 64, 128)``)::
+
+    28x28 (32 ch)  conv_in ───────────────────────────── + ─ ResBlock ─ conv_out
+    14x14 (64 ch)    └ down ─ ResBlock ─────────────── + ─ ResBlock ┘ up
+     7x7 (128 ch)              └ down ─ ResBlock x mid_blocks ┘ up
+
+Full resolution is thin (one residual block, on the way up); width sits at 14x14 and 7x7.
+Skips are added (not concatenated) to keep the 28x28 convolutions cheap. Every residual block
+is GroupNorm -> SiLU -> conv, with the time embedding applied as a per-channel scale and shift.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from toyflow.models.mlp import SinusoidalTimeEmbedding
+
+__all__ = ["UNet", "ResBlock"]
+
+
+def _groups(channels: int, max_groups: int) -> int:
+    """Largest group count <= max_groups that divides ``channels``."""
+    g = min(max_groups, channels)
+    while channels % g:
+        g -= 1
+    return g
+
+
+class ResBlock(nn.Module):
+    """h = conv(SiLU(GN(x))); h = GN(h)(1 + scale) + shift; out = x + conv(SiLU(h)). x: (B, C, H, W), emb: (B, E)."""
+
+    def __init__(self, channels: int, emb_dim: int, max_groups: int = 8):
+        super().__init__()
+        self.norm1 = nn.GroupNorm(_groups(channels, max_groups), channels)
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.emb = nn.Linear(emb_dim, 2 * channels)
+        self.norm2 = nn.GroupNorm(_groups(channels, max_groups), channels)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+        nn.init.zeros_(self.conv2.weight)  # each block starts as the identity
+        nn.init.zeros_(self.conv2.bias)
+
+    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
+        h = self.conv1(nn.functional.silu(self.norm1(x)))
+        scale, shift = self.emb(emb)[:, :, None, None].chunk(2, dim=1)
+        h = self.norm2(h) * (1 + scale) + shift
+        return x + self.conv2(nn.functional.silu(h))
+
+
+class UNet(nn.Module):
+    """Velocity model for MNIST: model(x, t) -> velocity, x: (B, 1, 28, 28), t: (B,) in [0, 1].
+
+    ``channels``: widths at 28x28, 14x14, 7x7; ``mid_blocks``: residual blocks at 7x7;
+    ``time_dim``: sinusoidal features; ``emb_dim``: width of the time-embedding MLP.
+    """
+
+    arch = "unet"
+    image_shape = (1, 28, 28)
+
+    def __init__(
+        self,
+        channels: tuple[int, int, int] = (32, 64, 128),
+        mid_blocks: int = 2,
+        time_dim: int = 64,
+        emb_dim: int = 256,
+        max_groups: int = 8,
+    ):
+        super().__init__()
+        channels = tuple(int(c) for c in channels)
+        if len(channels) != 3 or min(channels) < 1:
+            raise ValueError(f"channels must be three positive widths (28x28, 14x14, 7x7), got {channels}")
+        if mid_blocks < 1:
+            raise ValueError(f"mid_blocks must be >= 1, got {mid_blocks}")
+        self.channels, self.mid_blocks = channels, int(mid_blocks)
+        self.time_dim, self.emb_dim, self.max_groups = int(time_dim), int(emb_dim), int(max_groups)
+        c0, c1, c2 = channels
+
+        self.time_embed = nn.Sequential(
+            SinusoidalTimeEmbedding(time_dim),
+            nn.Linear(time_dim, emb_dim),
+            nn.SiLU(),
+            nn.Linear(emb_dim, emb_dim),
+            nn.SiLU(),
+        )
+        self.conv_in = nn.Conv2d(1, c0, 3, padding=1)
+        self.down1 = nn.Conv2d(c0, c1, 3, stride=2, padding=1)  # 28 -> 14
+        self.block1_down = ResBlock(c1, emb_dim, max_groups)
+        self.down2 = nn.Conv2d(c1, c2, 3, stride=2, padding=1)  # 14 -> 7
+        self.mid = nn.ModuleList(ResBlock(c2, emb_dim, max_groups) for _ in range(mid_blocks))
+        self.up2 = nn.ConvTranspose2d(c2, c1, 2, stride=2)  # 7 -> 14
+        self.block1_up = ResBlock(c1, emb_dim, max_groups)
+        self.up1 = nn.ConvTranspose2d(c1, c0, 2, stride=2)  # 14 -> 28
+        self.block0_up = ResBlock(c0, emb_dim, max_groups)
+        self.norm_out = nn.GroupNorm(_groups(c0, max_groups), c0)
+        self.conv_out = nn.Conv2d(c0, 1, 3, padding=1)
+        nn.init.zeros_(self.conv_out.weight)  # the untrained model predicts zero velocity
+        nn.init.zeros_(self.conv_out.bias)
+
+    def config(self) -> dict:
+        return {
+            "channels": list(self.channels),
+            "mid_blocks": self.mid_blocks,
+            "time_dim": self.time_dim,
+            "emb_dim": self.emb_dim,
+            "max_groups": self.max_groups,
+        }
+
+    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+        if x.dim() != 4 or tuple(x.shape[1:]) != self.image_shape:
+            raise ValueError(
+                f"UNet expects x of shape (B, 1, 28, 28), got {tuple(x.shape)}; "
+                "reshape flat digits with x.view(-1, 1, 28, 28)"
+            )
+        if t.shape != (x.shape[0],):
+            raise ValueError(f"t must have shape (B,) = ({x.shape[0]},), got {tuple(t.shape)}")
+        emb = self.time_embed(t.to(x.dtype))  # (B, emb_dim)
+        h0 = self.conv_in(x)  # (B, c0, 28, 28)
+        h1 = self.block1_down(self.down1(h0), emb)  # (B, c1, 14, 14)
+        h = self.down2(h1)  # (B, c2, 7, 7)
+        for block in self.mid:
+            h = block(h, emb)
+        h = self.block1_up(self.up2(h) + h1, emb)  # (B, c1, 14, 14)
+        h = self.block0_up(self.up1(h) + h0, emb)  # (B, c0, 28, 28)
+        return self.conv_out(nn.functional.silu(self.norm_out(h)))

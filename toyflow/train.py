@@ -1,0 +1,305 @@
+"""Training: conditional flow matching for any interpolant, and digit classifiers.
+
+Flow matching loss (t = 0 data, t = 1 noise), x_t = alpha_t x_0 + sigma_t x_1:
+
+    L = E_{t, x_0, x_1} || model(x_t, t) - (d_alpha_t x_0 + d_sigma_t x_1) ||^2
+
+One loop serves both losses: Adam, cosine learning-rate decay after a short warm-up, gradient
+clipping, EMA weights, tqdm progress, seeded through ``torch.Generator``s, device chosen
+automatically (cuda, mps, cpu) or given, bf16 autocast on CUDA, checkpoints (safetensors + JSON,
+atomic) with exact resume, and data-parallel training under ``torchrun`` (DDP; gloo on CPU,
+nccl on GPU): every rank draws its own batches, gradients are averaged, so all ranks hold the
+same weights.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Optional, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from toyflow import checkpoint
+from toyflow.interpolants import Interpolant, get
+from toyflow.models import load_model, save_model
+
+__all__ = [
+    "TrainConfig",
+    "TrainResult",
+    "pick_device",
+    "flow_matching_loss",
+    "train_flow",
+    "train_classifier",
+]
+
+log = logging.getLogger(__name__)
+
+DataSource = Union[Tensor, Callable[[int, torch.Generator], Tensor]]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings shared by flow and classifier training."""
+
+    steps: int = 2000
+    batch_size: int = 256
+    lr: float = 2e-3
+    warmup: int = 100  # linear warm-up steps, then cosine decay to lr * lr_final_ratio
+    lr_final_ratio: float = 0.05
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    seed: int = 0
+    device: str = "auto"  # "auto" picks cuda, then mps, then cpu
+    amp: bool = True  # bf16 autocast, used on CUDA only
+    t_min: float = 1e-3  # flow matching: t ~ U(t_min, 1), keeps VP's d_sigma finite
+    checkpoint_every: int = 0  # 0: only at the end
+    progress: bool = True
+
+    def __post_init__(self):
+        for name in ("steps", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if not 0 <= self.t_min < 1:
+            raise ValueError(f"t_min must be in [0, 1), got {self.t_min}")
+
+
+@dataclass
+class TrainResult:
+    """``model`` holds the EMA weights (what you sample with); ``losses`` one value per step."""
+
+    model: nn.Module
+    losses: list[float]
+    steps: int
+    wall_time: float
+    device: str
+    checkpoint: Optional[Path] = None
+    raw_model: Optional[nn.Module] = field(default=None, repr=False)
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    """'auto' -> cuda if available, else mps, else cpu; any other string is used as given."""
+    if device != "auto":
+        dev = torch.device(device)
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} requested but CUDA is not available; use device='cpu' or 'auto'")
+        return dev
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def flow_matching_loss(
+    model: Callable[[Tensor, Tensor], Tensor],
+    x0: Tensor,
+    schedule: Interpolant,
+    generator: torch.Generator,
+    t_min: float = 1e-3,
+) -> Tensor:
+    """Mean squared error between model(x_t, t) and the conditional velocity d_alpha x0 + d_sigma x1."""
+    B = x0.shape[0]
+    t = t_min + (1 - t_min) * torch.rand(B, generator=generator, device=generator.device).to(x0.device, x0.dtype)
+    x1 = torch.randn(x0.shape, generator=generator, device=generator.device).to(x0.device, x0.dtype)
+    c = schedule(t)
+    shape = (-1,) + (1,) * (x0.dim() - 1)
+    xt = c.alpha.reshape(shape) * x0 + c.sigma.reshape(shape) * x1
+    target = c.d_alpha.reshape(shape) * x0 + c.d_sigma.reshape(shape) * x1
+    return F.mse_loss(model(xt, t).float(), target.float())
+
+
+# ---- distributed helpers ------------------------------------------------------------------------
+def _dist_info() -> tuple[int, int]:
+    """(rank, world size); initialises the process group under torchrun if needed."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and dist.is_available():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend=backend)
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _lr_at(step: int, cfg: TrainConfig) -> float:
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    floor = cfg.lr * cfg.lr_final_ratio
+    return floor + (cfg.lr - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _state_path(path: Path) -> Path:
+    return path.with_name(path.name + ".state")
+
+
+def _save_training_state(path: Path, model, ema, opt, generator, step, losses, cfg, extra) -> None:
+    """Weights for inference at ``path`` (EMA) and a resumable training state at ``path.state``."""
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    tensors.update({f"ema.{k}": v for k, v in ema.state_dict().items()})
+    opt_state = opt.state_dict()
+    for i, st in opt_state["state"].items():
+        for name, val in st.items():
+            tensors[f"opt.{i}.{name}"] = val if torch.is_tensor(val) else torch.tensor(val)
+    tensors["rng"] = generator.get_state()
+    tensors["losses"] = torch.tensor(losses, dtype=torch.float64)
+    checkpoint.save(_state_path(path), tensors, {"step": step, "train_config": asdict(cfg), **extra})
+    save_model(path, ema, train_config=asdict(cfg), step=step, **extra)
+
+
+def _load_training_state(path: Path, model, ema, opt, generator) -> tuple[int, list[float]]:
+    tensors, config = checkpoint.load(_state_path(path))
+    try:
+        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
+    except RuntimeError as e:
+        raise ValueError(f"cannot resume from {path}: it holds another architecture ({e})") from None
+    opt_state = opt.state_dict()
+    for i in opt_state["state"].keys() | {int(k.split(".")[1]) for k in tensors if k.startswith("opt.")}:
+        prefix = f"opt.{i}."
+        opt_state["state"][i] = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+    opt.load_state_dict(opt_state)
+    generator.set_state(tensors["rng"])
+    return int(config["step"]), tensors["losses"].tolist()
+
+
+# ---- the loop -----------------------------------------------------------------------------------
+def _fit(
+    model: nn.Module,
+    batch_loss: Callable[[nn.Module, torch.Generator, torch.device], Tensor],
+    cfg: TrainConfig,
+    *,
+    checkpoint_path: Optional[Union[str, Path]] = None,
+    resume: bool = False,
+    extra_config: Optional[dict] = None,
+    desc: str = "train",
+) -> TrainResult:
+    rank, world = _dist_info()
+    device = pick_device(cfg.device)
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    torch.manual_seed(cfg.seed)  # the same initial weights on every rank
+    model = model.to(device)
+    ema = copy.deepcopy(model).eval().requires_grad_(False)
+    train_model: nn.Module = model
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        train_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    generator = torch.Generator(device="cpu").manual_seed(cfg.seed * 1000 + rank)  # rank's own batches
+    extra = dict(extra_config or {})
+    path = Path(checkpoint_path) if checkpoint_path is not None else None
+    start, losses = 0, []
+    if resume:
+        if path is None or not checkpoint.checkpoint_paths(_state_path(path))[1].exists():
+            raise FileNotFoundError(f"resume=True but no training state found at {path}.state.json; train without resume first")
+        start, losses = _load_training_state(path, model, ema, opt, generator)
+        log.info("resumed from %s at step %d", path, start)
+    use_amp = cfg.amp and device.type == "cuda"
+    t0 = time.perf_counter()
+    bar = tqdm(range(start, cfg.steps), desc=desc, disable=not cfg.progress or rank != 0, initial=start, total=cfg.steps)
+    for step in bar:
+        for group in opt.param_groups:
+            group["lr"] = _lr_at(step, cfg)
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
+            loss = batch_loss(train_model, generator, device)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"training loss became {loss.detach().item()} at step {step}; lower the learning rate (lr={cfg.lr})")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        decay = min(cfg.ema_decay, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for pe, p in zip(ema.parameters(), model.parameters()):
+                pe.lerp_(p, 1 - decay)
+            for be, b in zip(ema.buffers(), model.buffers()):
+                be.copy_(b)
+        losses.append(loss.item())
+        if step % 20 == 0:
+            bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.4f}")
+        if path is not None and rank == 0 and cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0:
+            _save_training_state(path, model, ema, opt, generator, step + 1, losses, cfg, extra)
+    wall = time.perf_counter() - t0
+    if path is not None and rank == 0:
+        _save_training_state(path, model, ema, opt, generator, cfg.steps, losses, cfg, extra)
+    return TrainResult(
+        model=ema, losses=losses, steps=cfg.steps, wall_time=wall, device=str(device),
+        checkpoint=checkpoint.checkpoint_paths(path)[0] if path is not None else None, raw_model=model,
+    )
+
+
+def _draw(data: DataSource, n: int, generator: torch.Generator) -> Tensor:
+    if callable(data):
+        return data(n, generator)
+    idx = torch.randint(0, data.shape[0], (n,), generator=generator)
+    return data[idx]
+
+
+def train_flow(
+    model: nn.Module,
+    data: DataSource,
+    schedule: Union[str, Interpolant] = "linear",
+    config: TrainConfig = TrainConfig(),
+    *,
+    checkpoint_path: Optional[Union[str, Path]] = None,
+    resume: bool = False,
+    extra_config: Optional[dict] = None,
+) -> TrainResult:
+    """Conditional flow matching. ``data``: a tensor (N, *shape) of training points, or a sampler
+    ``data(n, generator) -> (n, *shape)`` drawing fresh points (the 2D datasets)."""
+    schedule = get(schedule)
+    if torch.is_tensor(data) and data.shape[0] == 0:
+        raise ValueError("training data is empty")
+    extra = {"schedule": schedule.name, **(extra_config or {})}
+
+    def batch_loss(m, g, device):
+        x0 = _draw(data, config.batch_size, g).to(device)
+        return flow_matching_loss(m, x0, schedule, g, config.t_min)
+
+    return _fit(model, batch_loss, config, checkpoint_path=checkpoint_path, resume=resume, extra_config=extra, desc="flow matching")
+
+
+def train_classifier(
+    model: nn.Module,
+    images: Tensor,
+    labels: Tensor,
+    config: TrainConfig = TrainConfig(lr=1e-3, ema_decay=0.99),
+    *,
+    augment: Optional[Callable[[Tensor, torch.Generator], Tensor]] = None,
+    checkpoint_path: Optional[Union[str, Path]] = None,
+    resume: bool = False,
+    extra_config: Optional[dict] = None,
+) -> TrainResult:
+    """Cross-entropy training of a classifier on (images (N, ...), labels (N,)); ``augment(x, g)`` optional."""
+    if images.shape[0] != labels.shape[0]:
+        raise ValueError(f"{images.shape[0]} images but {labels.shape[0]} labels")
+
+    def batch_loss(m, g, device):
+        idx = torch.randint(0, images.shape[0], (config.batch_size,), generator=g)
+        x = images[idx]
+        if augment is not None:
+            x = augment(x, g)
+        return F.cross_entropy(m(x.to(device)).float(), labels[idx].to(device))
+
+    return _fit(model, batch_loss, config, checkpoint_path=checkpoint_path, resume=resume, extra_config=extra_config, desc="classifier")
+
+
+def load_flow(path: Union[str, Path], device: str = "cpu") -> nn.Module:
+    """Load trained flow weights (EMA) from a checkpoint written by :func:`train_flow`."""
+    return load_model(path, device=device)
