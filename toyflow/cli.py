@@ -33,6 +33,10 @@ def _add_train_options(p: argparse.ArgumentParser, *, steps: int, batch: int, lr
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def _command_line() -> str:
+    return " ".join(["toyflow"] + sys.argv[1:])
+
+
 def _train_config(args, **overrides):
     from toyflow.train import TrainConfig
 
@@ -49,17 +53,24 @@ def _cmd_train_2d(args) -> int:
     from toyflow.models import VelocityMLP
     from toyflow.train import train_flow
 
-    out = Path(args.out or f"runs/2d-{args.dataset}")
-    if args.dataset not in toy2d.DATASETS:
-        raise SystemExit(f"unknown dataset {args.dataset!r}; choose one of {', '.join(toy2d.DATASETS)}")
-    model = VelocityMLP(dim=2, hidden=args.hidden, depth=args.depth)
+    from toyflow import rewards
 
-    def data(n, g):
-        return toy2d.sample(args.dataset, n, generator=g)
+    out = Path(args.out or f"runs/2d-{args.dataset}")
+    if args.dataset in toy2d.DATASETS:
+        def data(n, g):
+            return toy2d.sample(args.dataset, n, generator=g)
+    elif args.dataset in rewards.TASKS:
+        base, _ = rewards.task(args.dataset)
+
+        def data(n, g):
+            return base.sample(n, g)
+    else:
+        raise ValueError(f"unknown dataset {args.dataset!r}; choose one of {', '.join(toy2d.DATASETS + rewards.TASKS)}")
+    model = VelocityMLP(dim=2, hidden=args.hidden, depth=args.depth)
 
     res = train_flow(
         model, data, args.schedule, _train_config(args), checkpoint_path=out, resume=args.resume,
-        extra_config={"dataset": args.dataset, "task": "2d"},
+        extra_config={"dataset": args.dataset, "task": "2d", "command": _command_line()},
     )
     print(f"trained {sum(p.numel() for p in model.parameters())} parameters for {res.steps} steps "
           f"in {res.wall_time:.1f} s on {res.device}; final loss {sum(res.losses[-100:]) / len(res.losses[-100:]):.4f}")
@@ -77,7 +88,7 @@ def _cmd_train_mnist(args) -> int:
     model = UNet()
     res = train_flow(
         model, data.images, "linear", _train_config(args), checkpoint_path=out, resume=args.resume,
-        extra_config={"dataset": f"mnist-{args.split}", "task": "mnist"},
+        extra_config={"dataset": f"mnist-{args.split}", "task": "mnist", "command": _command_line()},
     )
     print(f"trained UNet ({sum(p.numel() for p in model.parameters())} parameters) for {res.steps} steps "
           f"in {res.wall_time:.1f} s on {res.device}")
@@ -99,7 +110,7 @@ def _cmd_train_classifier(args) -> int:
     res = train_classifier(
         model, data.images, data.labels, _train_config(args, seed=seed),
         augment=lambda x, g: random_shift(x, 2, g), checkpoint_path=out, resume=args.resume,
-        extra_config={"dataset": f"mnist-{split}", "role": args.role},
+        extra_config={"dataset": f"mnist-{split}", "role": args.role, "command": _command_line()},
     )
     print(f"trained {args.role} classifier on {split} in {res.wall_time:.1f} s; checkpoint: {res.checkpoint}")
     return 0
@@ -149,7 +160,7 @@ def _cmd_sample(args) -> int:
 
 
 def _cmd_bench_search(args) -> int:
-    from toyflow.search.benchmark import main as bench_main
+    from toyflow.benchmark import main as bench_main
 
     return bench_main(args)
 
@@ -175,7 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train a model").add_subparsers(dest="what", required=True)
     p = train.add_parser("2d", help="flow model on a 2D toy dataset (MLP)")
-    p.add_argument("--dataset", default="8gaussians", help="8gaussians, checkerboard, moons, spirals, rings")
+    p.add_argument("--dataset", default="8gaussians", help="8gaussians, checkerboard, moons, spirals, rings, "
+                   "or a search task's base mixture: rare-mode, counting, aesthetic (default 8gaussians)")
     p.add_argument("--schedule", default="linear", help="interpolant: linear, vp, cosine, polynomial-N (default linear)")
     p.add_argument("--hidden", type=int, default=128, help="MLP width (default 128)")
     p.add_argument("--depth", type=int, default=3, help="MLP hidden layers (default 3)")
@@ -210,12 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="what", required=True)
     p = bench.add_parser("search", help="inference-time search scaling benchmark -> tidy CSV")
-    try:
-        from toyflow.search.benchmark import add_arguments
-    except ImportError:  # search package missing: keep the rest of the CLI usable
-        add_arguments = None
-    if add_arguments is not None:
-        add_arguments(p)
+    from toyflow.benchmark import add_arguments
+
+    add_arguments(p)
     p.set_defaults(func=_cmd_bench_search)
 
     p = sub.add_parser("demo", help="the main job: search on a toy task, table and figures")

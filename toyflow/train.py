@@ -62,6 +62,7 @@ class TrainConfig:
     device: str = "auto"  # "auto" picks cuda, then mps, then cpu
     amp: bool = True  # bf16 autocast, used on CUDA only
     t_min: float = 1e-3  # flow matching: t ~ U(t_min, 1), keeps VP's d_sigma finite
+    reinit: bool = True  # re-draw the initial weights from ``seed`` (False: fine-tune the given weights)
     checkpoint_every: int = 0  # 0: only at the end
     progress: bool = True
 
@@ -191,7 +192,11 @@ def _fit(
     device = pick_device(cfg.device)
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    torch.manual_seed(cfg.seed)  # the same initial weights on every rank
+    if cfg.reinit:  # the same seed gives the same initial weights, on every rank
+        torch.manual_seed(cfg.seed)
+        for m in model.modules():
+            if hasattr(m, "reset_parameters"):
+                m.reset_parameters()
     model = model.to(device)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     train_model: nn.Module = model

@@ -32,7 +32,7 @@ def _conv_gn_silu(c_in: int, c_out: int, groups: int) -> nn.Sequential:
 
 
 class RewardCNN(nn.Module):
-    """Smooth classifier: [conv-GN-SiLU x2, avg-pool] at 28 and 14, conv x2 at 7, global avg pool -> F = c3.
+    """Smooth classifier: conv-GN-SiLU (x1 at 28, x2 at 14, x2 at 7), avg-pool between, global avg pool -> F = c3.
 
     x: (B, 1, 28, 28) -> logits (B, 10); ``widths`` = channels at 28x28, 14x14, 7x7.
     """
@@ -47,7 +47,6 @@ class RewardCNN(nn.Module):
             raise ValueError(f"every width in {self.widths} must be divisible by groups={groups}")
         self.body = nn.Sequential(
             _conv_gn_silu(1, c1, groups),
-            _conv_gn_silu(c1, c1, groups),
             nn.AvgPool2d(2),  # 28 -> 14
             _conv_gn_silu(c1, c2, groups),
             _conv_gn_silu(c2, c2, groups),

@@ -13,7 +13,6 @@ is GroupNorm -> SiLU -> conv, with the time embedding applied as a per-channel s
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 from toyflow.models.mlp import SinusoidalTimeEmbedding

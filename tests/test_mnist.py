@@ -1,0 +1,362 @@
+"""MNIST data loading (IDX parsing, offline errors, verified download), the UNet, the classifiers."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from toyflow.data import mnist
+from toyflow.data.augment import random_shift
+from toyflow.data.mnist import load_mnist, read_idx
+from toyflow.models import load_model, save_model
+from toyflow.models.classifier import EvaluatorCNN, RewardCNN
+from toyflow.models.unet import UNet
+
+SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    """Encode a uint8 array (N,) or (N, 28, 28) as IDX: magic 0x0000080{ndim}, big-endian dims, payload."""
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    header = struct.pack(">I", 0x0800 + array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    return header + array.tobytes()
+
+
+def write_idx(path: Path, array: np.ndarray) -> Path:
+    data = idx_bytes(array)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(gzip.compress(data) if path.suffix == ".gz" else data)
+    return path
+
+
+def fake_digits(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+    images[0, 0, 0], images[0, 0, 1] = 0, 255
+    return images, (np.arange(n) % 10).astype(np.uint8)
+
+
+def write_split(folder: Path, split: str, n: int = 12, gz: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    images, labels = fake_digits(n)
+    image_name, label_name = mnist.SPLIT_FILES[split]
+    suffix = ".gz" if gz else ""
+    write_idx(folder / f"{image_name}{suffix}", images)
+    write_idx(folder / f"{label_name}{suffix}", labels)
+    return images, labels
+
+
+@pytest.fixture
+def no_env(monkeypatch, tmp_path):
+    """No TOYFLOW_DATA and a home without a cache, so nothing outside tmp_path is found."""
+    monkeypatch.delenv(mnist.DATA_ENV_VAR, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+
+
+@pytest.fixture
+def shared_mnist() -> Path:
+    if not (SHARED_MNIST / "t10k-images-idx3-ubyte.gz").is_file():
+        pytest.skip(f"real MNIST digits not found at {SHARED_MNIST} (expected ../shared beside the repository)")
+    return SHARED_MNIST
+
+
+# ---------------------------------------------------------------- IDX parsing
+
+
+@settings(max_examples=20, deadline=None)
+@given(n=st.integers(0, 5), gz=st.booleans(), seed=st.integers(0, 2**16))
+def test_read_idx_round_trip(tmp_path_factory, n, gz, seed):
+    folder = tmp_path_factory.mktemp("idx")
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+    labels = rng.integers(0, 10, size=(n,), dtype=np.uint8)
+    suffix = ".gz" if gz else ""
+    assert np.array_equal(read_idx(write_idx(folder / f"im{suffix}", images)), images)
+    assert np.array_equal(read_idx(write_idx(folder / f"lb{suffix}", labels)), labels)
+
+
+@pytest.mark.parametrize("layout", ["flat", "torchvision"])
+@pytest.mark.parametrize("gz", [True, False])
+def test_load_mnist_synthetic(tmp_path, no_env, layout, gz):
+    folder = tmp_path if layout == "flat" else tmp_path / "MNIST" / "raw"
+    images, labels = write_split(folder, "test", n=12, gz=gz)
+    data = load_mnist("test", tmp_path)
+    assert data.images.shape == (12, 1, 28, 28) and data.images.dtype == torch.float32
+    assert data.labels.dtype == torch.int64 and data.labels.tolist() == labels.tolist()
+    assert data.images[0, 0, 0, 0] == -1.0 and data.images[0, 0, 0, 1] == 1.0
+    expected = torch.from_numpy(images).float()[:, None] / 127.5 - 1.0
+    assert torch.allclose(data.images, expected)
+    assert data.split == "test" and data.source == folder and len(data) == 12
+
+
+def test_env_var_directory(tmp_path, monkeypatch):
+    write_split(tmp_path / "from-env", "train5k", n=10)
+    monkeypatch.setenv(mnist.DATA_ENV_VAR, str(tmp_path / "from-env"))
+    assert len(load_mnist("train5k")) == 10
+    assert mnist.resolve_data_dir(tmp_path / "arg") == tmp_path / "arg"  # the argument wins
+
+
+def corrupt_variants(images: np.ndarray) -> dict[str, bytes]:
+    good = idx_bytes(images)
+    return {
+        "wrong magic": struct.pack(">I", 0x00000903) + good[4:],
+        "label magic on images": struct.pack(">I", 0x00000801) + good[4:],
+        "truncated payload": good[:-7],
+        "truncated header": good[:6],
+        "trailing bytes": good + b"\x00",
+        "wrong image size": struct.pack(">IIII", 0x803, len(images), 27, 29) + images.tobytes(),
+    }
+
+
+@pytest.mark.parametrize("kind", list(corrupt_variants(fake_digits(3)[0])))
+def test_read_idx_rejects_corrupt_files(tmp_path, kind):
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    path.write_bytes(gzip.compress(corrupt_variants(fake_digits(3)[0])[kind]))
+    with pytest.raises(ValueError) as err:
+        read_idx(path)
+    message = str(err.value)
+    assert str(path) in message and "delete" in message and "download" in message
+
+
+def test_read_idx_rejects_bad_gzip(tmp_path):
+    path = tmp_path / "t10k-labels-idx1-ubyte.gz"
+    path.write_bytes(gzip.compress(idx_bytes(fake_digits(3)[1]))[:-10])  # cut-off gzip stream
+    with pytest.raises(ValueError, match="gzip"):
+        read_idx(path)
+    path.write_bytes(b"not gzip at all")
+    with pytest.raises(ValueError, match="delete it and download it again"):
+        read_idx(path)
+
+
+def test_mismatched_counts(tmp_path, no_env):
+    images, labels = fake_digits(6)
+    write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", images)
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", labels[:5])
+    with pytest.raises(ValueError, match="6 images .* but 5 labels"):
+        load_mnist("test", tmp_path)
+
+
+def test_unknown_split(tmp_path):
+    with pytest.raises(ValueError, match="train5k"):
+        load_mnist("validation", tmp_path)
+
+
+# ---------------------------------------------------------------- offline and download
+
+
+def test_missing_files_offline_message(tmp_path, no_env):
+    with pytest.raises(FileNotFoundError) as err:
+        load_mnist("train", tmp_path)
+    message = str(err.value)
+    for needle in (
+        "train-images-idx3-ubyte.gz",
+        "train-labels-idx1-ubyte.gz",
+        str(tmp_path),
+        str(tmp_path / "MNIST" / "raw"),
+        "data_dir=",
+        "--data-dir",
+        "TOYFLOW_DATA",
+        "download=True",
+    ):
+        assert needle in message, needle
+
+
+def test_default_directory_is_user_cache(no_env, tmp_path):
+    assert mnist.resolve_data_dir() == tmp_path / "home" / ".cache" / "toyflow" / "mnist"
+
+
+@pytest.fixture
+def fake_server(monkeypatch):
+    """Serve synthetic .gz files from the second mirror (the first one is 'down'); MD5s of those files."""
+    payloads = {}
+    for split in ("train", "test"):
+        images, labels = fake_digits(20 if split == "train" else 10)
+        for name, array in zip(mnist.SPLIT_FILES[split], (images, labels)):
+            payloads[f"{name}.gz"] = gzip.compress(idx_bytes(array))
+    monkeypatch.setattr(mnist, "MD5", {k: hashlib.md5(v).hexdigest() for k, v in payloads.items()})
+    requested: list[str] = []
+
+    def fetch(url: str, timeout: float = 60.0) -> bytes:
+        requested.append(url)
+        if url.startswith(mnist.MIRRORS[0]):
+            raise OSError("mirror down")
+        return payloads[url.rsplit("/", 1)[1]]
+
+    monkeypatch.setattr(mnist, "fetch_url", fetch)
+    return requested
+
+
+def test_download_with_fallback_mirror(tmp_path, no_env, fake_server):
+    data = load_mnist("test", tmp_path, download=True)
+    assert len(data) == 10 and data.source == tmp_path
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
+    assert any(u.startswith(mnist.MIRRORS[0]) for u in fake_server)  # first mirror tried, then fallback
+    fake_server.clear()
+    assert len(load_mnist("test", tmp_path, download=True)) == 10
+    assert fake_server == []  # present files are not fetched again
+    paths = mnist.download_mnist(tmp_path)
+    assert sorted(p.name for p in paths) == sorted(mnist.MD5)
+
+
+def test_download_checksum_mismatch(tmp_path, no_env, monkeypatch):
+    monkeypatch.setattr(mnist, "fetch_url", lambda url, timeout=60.0: b"garbage")
+    with pytest.raises(ValueError) as err:
+        load_mnist("test", tmp_path, download=True)
+    message = str(err.value)
+    assert "MD5 checksum mismatch" in message and mnist.MD5["t10k-images-idx3-ubyte.gz"] in message
+    assert list(tmp_path.iterdir()) == []  # nothing (not even a temporary file) left behind
+
+
+def test_download_network_down(tmp_path, no_env, monkeypatch):
+    def offline(url, timeout=60.0):
+        raise OSError("no network")
+
+    monkeypatch.setattr(mnist, "fetch_url", offline)
+    with pytest.raises(ConnectionError, match="no network"):
+        load_mnist("train", tmp_path, download=True)
+    with pytest.raises(FileNotFoundError, match="cannot be downloaded"):
+        load_mnist("train5k", tmp_path, download=True)
+
+
+# ---------------------------------------------------------------- real digits
+
+
+def test_shared_t10k(shared_mnist):
+    data = load_mnist("test", shared_mnist)
+    assert data.images.shape == (10000, 1, 28, 28) and data.images.dtype == torch.float32
+    assert data.images.min() == -1.0 and data.images.max() == 1.0
+    assert data.labels.min() == 0 and data.labels.max() == 9
+    assert (torch.bincount(data.labels, minlength=10) > 0).all()
+
+
+def test_shared_train5k(shared_mnist):
+    if not (shared_mnist / "train5k-images-idx3-ubyte.gz").is_file():
+        pytest.skip(f"train5k subset not found at {shared_mnist}")
+    data = load_mnist("train5k", shared_mnist)
+    assert data.images.shape == (5000, 1, 28, 28)
+    assert torch.bincount(data.labels, minlength=10).tolist() == [500] * 10
+
+
+# ---------------------------------------------------------------- augmentation
+
+
+def test_random_shift():
+    x = torch.full((64, 1, 28, 28), -1.0)
+    x[:, 0, 14, 14] = 1.0
+    g = torch.Generator().manual_seed(0)
+    out = random_shift(x, 2, g)
+    assert out.shape == x.shape
+    where = (out[:, 0] == 1.0).nonzero()[:, 1:]  # (64, 2) pixel positions
+    assert len(where) == 64 and ((where - 14).abs() <= 2).all()
+    assert len(torch.unique(where, dim=0)) > 10  # offsets differ between images
+    assert (out[:, 0] == -1.0).sum() == 64 * (28 * 28 - 1)  # filled with the background
+    assert torch.equal(out, random_shift(x, 2, torch.Generator().manual_seed(0)))  # reproducible
+    assert torch.equal(random_shift(x, 0, g), x)
+    with pytest.raises(ValueError, match=r"\(B, C, H, W\)"):
+        random_shift(x[:, 0], 2, g)
+
+
+# ---------------------------------------------------------------- models
+
+
+def n_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Fill every parameter with small random values (zero-initialised layers would hide mistakes)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(0.1 * torch.randn(p.shape, generator=g))
+    return model
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_unet_shapes(dtype):
+    model = randomize(UNet()).to(dtype)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(3, 1, 28, 28, generator=g, dtype=dtype)
+    t = torch.rand(3, generator=g, dtype=dtype)
+    out = model(x, t)
+    assert out.shape == (3, 1, 28, 28) and out.dtype == dtype and torch.isfinite(out).all()
+    assert 1_000_000 <= n_params(model) <= 3_000_000
+    if dtype == torch.float64:  # GroupNorm: a sample's velocity does not depend on its batch mates
+        assert torch.allclose(model(x[1:2], t[1:2]), out[1:2], atol=1e-10)
+
+
+def test_unet_untrained_predicts_zero():
+    out = UNet()(torch.randn(2, 1, 28, 28), torch.rand(2))
+    assert torch.equal(out, torch.zeros_like(out))
+
+
+@pytest.mark.parametrize("shape", [(4, 784), (4, 3, 28, 28), (4, 1, 32, 32), (1, 28, 28)])
+def test_unet_wrong_shape(shape):
+    with pytest.raises(ValueError, match=r"\(B, 1, 28, 28\)"):
+        UNet()(torch.zeros(shape), torch.zeros(shape[0]))
+
+
+def test_unet_wrong_time_shape():
+    with pytest.raises(ValueError, match=r"t must have shape \(B,\)"):
+        UNet()(torch.zeros(4, 1, 28, 28), torch.zeros(4, 1))
+
+
+@pytest.mark.parametrize("cls", [RewardCNN, EvaluatorCNN])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_classifier_shapes(cls, dtype):
+    model = cls().to(dtype).eval()
+    x = torch.rand(5, 1, 28, 28, generator=torch.Generator().manual_seed(2), dtype=dtype) * 2 - 1
+    logits, feats = model(x), model.features(x)
+    assert logits.shape == (5, 10) and logits.dtype == dtype
+    assert feats.shape == (5, 128) and feats.dtype == dtype
+    assert n_params(model) <= 300_000
+    with pytest.raises(ValueError, match=r"\(B, 1, 28, 28\)"):
+        model(x.view(5, 784))
+    with pytest.raises(ValueError, match=r"\(B, 1, 28, 28\)"):
+        model(x.expand(5, 3, 28, 28))
+
+
+def test_reward_cnn_is_differentiable_and_batch_independent():
+    model = randomize(RewardCNN(), seed=3).double()
+    x = torch.rand(4, 1, 28, 28, generator=torch.Generator().manual_seed(4), dtype=torch.float64) * 2 - 1
+    x.requires_grad_(True)
+    logp = torch.log_softmax(model(x), dim=-1)[:, 7]
+    (grad,) = torch.autograd.grad(logp.sum(), x)
+    assert grad.shape == x.shape and torch.isfinite(grad).all() and grad.abs().sum() > 0
+    assert torch.allclose(model(x[2:3]), model(x)[2:3], atol=1e-10)
+
+
+@pytest.mark.parametrize(
+    "make, inputs",
+    [
+        (lambda: UNet(channels=(16, 32, 48), mid_blocks=1), lambda x: (x, torch.linspace(0, 1, len(x)))),
+        (lambda: RewardCNN(widths=(16, 32, 64)), lambda x: (x,)),
+        (lambda: EvaluatorCNN(hidden=64, dropout=0.1), lambda x: (x,)),
+    ],
+)
+def test_save_load_round_trip(tmp_path, make, inputs):
+    model = randomize(make()).eval()
+    save_model(tmp_path / "ckpt", model, note="test")
+    loaded = load_model(tmp_path / "ckpt", arch=model.arch)
+    assert type(loaded) is type(model) and loaded.config() == model.config() and not loaded.training
+    x = torch.rand(3, 1, 28, 28, generator=torch.Generator().manual_seed(5)) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(loaded(*inputs(x)), model(*inputs(x)))
+
+
+def test_load_with_wrong_arch(tmp_path):
+    save_model(tmp_path / "reward", RewardCNN())
+    with pytest.raises(ValueError, match="'reward-cnn' model, not the expected 'unet'"):
+        load_model(tmp_path / "reward", arch="unet")
+    assert os.path.exists(tmp_path / "reward.safetensors")

@@ -1,0 +1,131 @@
+"""Training: determinism, exact resume, checkpoints (atomic, safetensors), DDP with gloo."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from toyflow import checkpoint
+from toyflow.models import VelocityMLP, load_model, save_model
+from toyflow.train import TrainConfig, flow_matching_loss, train_flow
+from conftest import REPO, eight_gaussians
+
+CFG = TrainConfig(steps=30, batch_size=64, warmup=5, progress=False, device="cpu")
+
+
+def _data(n, g):
+    return eight_gaussians().sample(n, g)
+
+
+def test_same_seed_same_losses_and_weights(tmp_path):
+    a = train_flow(VelocityMLP(hidden=32), _data, "linear", CFG)
+    b = train_flow(VelocityMLP(hidden=32), _data, "linear", CFG)
+    c = train_flow(VelocityMLP(hidden=32), _data, "linear", TrainConfig(**{**CFG.__dict__, "seed": 1}))
+    assert a.losses == b.losses and a.losses != c.losses
+    for (k, va), vb in zip(a.model.state_dict().items(), b.model.state_dict().values()):
+        assert torch.equal(va, vb), k
+
+
+def test_resume_equals_uninterrupted(tmp_path):
+    cfg = TrainConfig(**{**CFG.__dict__, "checkpoint_every": 10})
+    full = train_flow(VelocityMLP(hidden=32), _data, "linear", cfg, checkpoint_path=tmp_path / "a")
+    # the same run killed during step 11, after the step-10 checkpoint, then resumed
+    stop = {"n": 0}
+
+    def data_stop(n, g):
+        stop["n"] += 1
+        if stop["n"] > 10:
+            raise KeyboardInterrupt
+        return _data(n, g)
+
+    with pytest.raises(KeyboardInterrupt):
+        train_flow(VelocityMLP(hidden=32), data_stop, "linear", cfg, checkpoint_path=tmp_path / "c")
+    resumed = train_flow(VelocityMLP(hidden=32), _data, "linear", cfg, checkpoint_path=tmp_path / "c", resume=True)
+    assert resumed.losses == full.losses
+    for k, v in full.model.state_dict().items():
+        assert torch.equal(v, resumed.model.state_dict()[k]), k
+
+
+def test_checkpoint_files_and_wrong_architecture(tmp_path):
+    m = VelocityMLP(hidden=16)
+    save_model(tmp_path / "m", m, note="x")
+    assert (tmp_path / "m.safetensors").exists() and (tmp_path / "m.json").exists()
+    assert not list(tmp_path.glob("*.tmp"))
+    with open(tmp_path / "m.safetensors", "rb") as f:
+        assert b"pickle" not in f.read(200)
+    back = load_model(tmp_path / "m.safetensors")
+    x, t = torch.randn(5, 2), torch.rand(5)
+    assert torch.equal(back(x, t), m(x, t))
+    with pytest.raises(ValueError, match="not the expected 'unet'"):
+        load_model(tmp_path / "m", arch="unet")
+    # a checkpoint of another size of MLP under the same name: clear mismatch error
+    cfg = json.loads((tmp_path / "m.json").read_text())
+    cfg["arch_config"]["hidden"] = 64
+    (tmp_path / "m.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="does not match architecture"):
+        load_model(tmp_path / "m")
+    with pytest.raises(FileNotFoundError, match="incomplete"):
+        load_model(tmp_path / "nothing")
+
+
+def test_atomic_save_leaves_old_file_on_failure(tmp_path, monkeypatch):
+    checkpoint.save(tmp_path / "c", {"w": torch.ones(3)}, {"v": 1})
+    import toyflow.checkpoint as C
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(C, "save_file", boom)
+    with pytest.raises(OSError):
+        checkpoint.save(tmp_path / "c", {"w": torch.zeros(3)}, {"v": 2})
+    tensors, cfg = checkpoint.load(tmp_path / "c")
+    assert torch.equal(tensors["w"], torch.ones(3)) and cfg["v"] == 1
+    assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_flow_matching_loss_is_zero_for_exact_conditional_target():
+    """With one data point the conditional velocity is the marginal one: the oracle has loss ~0."""
+    from toyflow.models import GaussianMixtureFlow
+
+    point = GaussianMixtureFlow(torch.tensor([[1.0, -1.0]]), 1e-6)
+    x0 = torch.tensor([[1.0, -1.0]]).repeat(256, 1).double()
+    g = torch.Generator().manual_seed(0)
+    loss = flow_matching_loss(point, x0, eight_gaussians().schedule, g, t_min=0.01)
+    assert loss.item() < 1e-6
+
+
+def test_bad_config():
+    with pytest.raises(ValueError, match="steps"):
+        TrainConfig(steps=0)
+
+
+DDP_SCRIPT = r"""
+import sys, torch, torch.distributed as dist
+sys.path.insert(0, {tests!r})
+from conftest import eight_gaussians
+from toyflow.models import VelocityMLP
+from toyflow.train import TrainConfig, train_flow
+res = train_flow(VelocityMLP(hidden=32), lambda n, g: eight_gaussians().sample(n, g), "linear",
+                 TrainConfig(steps=20, batch_size=32, warmup=2, progress=False, device="cpu"))
+flat = torch.cat([p.detach().flatten() for p in res.raw_model.parameters()])
+torch.save(flat, {out!r} + f"/rank{{dist.get_rank()}}.pt")
+losses = torch.tensor(res.losses)
+torch.save(losses, {out!r} + f"/losses{{dist.get_rank()}}.pt")
+dist.destroy_process_group()
+"""
+
+
+def test_ddp_two_cpu_processes_train_the_same_weights(tmp_path):
+    script = tmp_path / "ddp.py"
+    script.write_text(DDP_SCRIPT.format(tests=str(REPO / "tests"), out=str(tmp_path)))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517", str(script)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    w0, w1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
+    assert torch.equal(w0, w1)  # gradients are averaged: identical weights on both ranks
+    l0, l1 = torch.load(tmp_path / "losses0.pt"), torch.load(tmp_path / "losses1.pt")
+    assert not torch.equal(l0, l1)  # ...while each rank drew its own batches

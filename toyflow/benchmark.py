@@ -1,0 +1,239 @@
+"""The scaling benchmark behind ``toyflow bench search``: one tidy CSV row per
+(task, model, method, mode, budget).
+
+    toyflow bench search --task rare-mode --methods bon smc svdd code rbf --modes linear-ode vp-sde \\
+        --budgets 50 100 200 --runs 64 --out results.csv --plot scaling.png [--shard 0/4]
+
+Columns: task, model, method, mode, budget, steps, runs, status, reward_mean, reward_se, realism,
+diversity, nfe_mean, nfe_max, wall_time_s, wall_per_run_s, and for MNIST tasks accuracy (held-out
+evaluator, target class), fid (evaluator features vs held-out real digits; empty when no real
+digits are found), feature_diversity. ``--shard i/n`` keeps every n-th grid cell starting at i,
+so a job array writes CSVs that concatenate (``tail -n +2`` all but the first). Every cell has
+its own seed derived from its coordinates, so a cell gives the same numbers in any shard.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import logging
+import math
+import os
+import time
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from toyflow.checkpoint import atomic_write_text
+
+__all__ = ["Task", "TASKS_2D", "TASKS_MNIST", "make_task", "run_cell", "run_grid", "add_arguments", "main", "COLUMNS"]
+
+log = logging.getLogger(__name__)
+
+TASKS_2D = ("rare-mode", "counting", "aesthetic")
+TASKS_MNIST = ("mnist-digit", "mnist-ink", "mnist-thick")
+COLUMNS = (
+    "task", "model", "method", "mode", "budget", "steps", "runs", "status", "reward_mean", "reward_se",
+    "realism", "diversity", "nfe_mean", "nfe_max", "wall_time_s", "wall_per_run_s", "accuracy", "fid",
+    "feature_diversity",
+)
+
+
+@dataclass
+class Task:
+    """What one benchmark task needs: the flow model, the reward, the sample shape and how to score samples."""
+
+    name: str
+    model_name: str
+    model: Callable
+    reward: Callable
+    shape: tuple
+    evaluate: Callable[[torch.Tensor], dict]  # samples (runs, *shape) -> extra metric columns
+
+
+def make_task(name: str, model: str = "oracle", *, digit: int = 7, data_dir: Optional[str] = None) -> Task:
+    """Build a task. 2D tasks take model 'oracle' (exact Gaussian-mixture flow) or 'mlp' (shipped MLP)."""
+    from toyflow import metrics, pretrained, rewards
+
+    if name in TASKS_2D:
+        gmm, reward = rewards.task(name)
+        if model == "oracle":
+            flow = gmm
+        elif model == "mlp":
+            flow = pretrained.load(f"2d-{name}")
+        else:
+            raise ValueError(f"model for 2D tasks is 'oracle' or 'mlp', got {model!r}")
+
+        def evaluate(x):
+            return {"realism": metrics.realism(x, gmm), "diversity": metrics.diversity(x)}
+
+        return Task(name, model, flow, reward, (2,), evaluate)
+    if name in TASKS_MNIST:
+        if model not in ("unet", "mlp", "oracle"):
+            raise ValueError(f"MNIST tasks use the shipped UNet (model 'unet'), got {model!r}")
+        flow = pretrained.load("mnist-flow")
+        classifier = pretrained.load("mnist-reward")
+        evaluator = pretrained.load("mnist-evaluator")
+        if name == "mnist-digit":
+            reward, target = rewards.mnist_digit(digit, classifier), digit
+        elif name == "mnist-ink":
+            reward, target = rewards.mnist_ink(150), None
+        else:
+            reward, target = rewards.mnist_digit_thick(digit, classifier), digit
+        reference = _reference_digits(data_dir)
+
+        def evaluate(x):
+            out = {"diversity": metrics.diversity(x), "feature_diversity": metrics.feature_diversity(x, evaluator)}
+            if target is not None:
+                out["accuracy"] = metrics.evaluator_accuracy(x, evaluator, target)
+            if reference is not None and x.shape[0] >= 2:
+                out["fid"] = metrics.classifier_fid(x, reference, evaluator)
+            return out
+
+        return Task(name if name != "mnist-digit" else f"mnist-digit-{digit}", "unet", flow, reward, (1, 28, 28), evaluate)
+    raise ValueError(f"unknown task {name!r}; 2D: {', '.join(TASKS_2D)}; MNIST: {', '.join(TASKS_MNIST)}")
+
+
+def _reference_digits(data_dir: Optional[str]):
+    """Held-out real digits for FID (the flow model never saw the 'train5k' split); None if absent."""
+    from toyflow.data.mnist import load_mnist
+
+    try:
+        return load_mnist("train5k", data_dir).images[:2000]
+    except FileNotFoundError as e:
+        log.warning("no real MNIST digits for FID (%s); the fid column stays empty", str(e).splitlines()[0])
+        return None
+
+
+def cell_seed(*coords) -> int:
+    return zlib.crc32("|".join(map(str, coords)).encode())
+
+
+def run_cell(task: Task, method: str, mode: str, budget: int, *, steps: int = 10, runs: int = 64,
+             seed: int = 0, options: Optional[dict] = None) -> dict:
+    """Run one grid cell and return its CSV row (status 'ok' or the reason it could not run)."""
+    from toyflow import search
+
+    row = {"task": task.name, "model": task.model_name, "method": method, "mode": mode, "budget": budget,
+           "steps": steps, "runs": runs}
+    g = torch.Generator().manual_seed(seed + cell_seed(task.name, task.model_name, method, mode, budget, steps))
+    t0 = time.perf_counter()
+    try:
+        res = search.run(method, task.model, task.reward, mode=mode, budget=budget, steps=steps, runs=runs,
+                         shape=task.shape, generator=g, **(options or {}))
+    except (ValueError, TypeError) as e:  # budget too small, DPS on a non-differentiable reward, ...
+        row["status"] = f"skipped: {str(e).splitlines()[0]}"
+        return row
+    wall = time.perf_counter() - t0
+    r = res.rewards.double()
+    row.update(
+        status="ok", reward_mean=r.mean().item(),
+        reward_se=(r.std(unbiased=True) / math.sqrt(runs)).item() if runs > 1 else float("nan"),
+        nfe_mean=res.nfe.double().mean().item(), nfe_max=int(res.nfe.max()), wall_time_s=wall,
+        wall_per_run_s=wall / runs,
+    )
+    row.update(task.evaluate(res.samples))
+    return row
+
+
+def _format(v):
+    if isinstance(v, float):
+        return "" if math.isnan(v) else f"{v:.6g}"
+    return str(v)
+
+
+def write_csv(path: Path, rows: Sequence[dict]) -> None:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="raise")
+    w.writeheader()
+    for row in rows:
+        w.writerow({k: _format(row.get(k, "")) for k in COLUMNS})
+    atomic_write_text(path, buf.getvalue())
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    try:
+        i, n = (int(p) for p in text.split("/"))
+    except ValueError:
+        raise ValueError(f"--shard must look like i/n (e.g. 0/4), got {text!r}") from None
+    if not (n >= 1 and 0 <= i < n):
+        raise ValueError(f"--shard i/n needs 0 <= i < n, got {text!r}")
+    return i, n
+
+
+def run_grid(tasks: Sequence[str], methods: Sequence[str], modes: Sequence[str], budgets: Sequence[int], *,
+             models: Sequence[str] = ("oracle",), runs: int = 64, steps: int = 10, seed: int = 0,
+             shard: tuple[int, int] = (0, 1), out: Optional[Path] = None, digits: Sequence[int] = (7,),
+             data_dir: Optional[str] = None, progress: bool = True) -> list[dict]:
+    """Run the grid (this shard of it); rows are written to ``out`` (atomically) after every cell."""
+    from toyflow import search
+
+    unknown = [m for m in methods if m not in search.METHODS]
+    if unknown:
+        raise ValueError(f"unknown methods {unknown}; choose from {', '.join(search.METHODS)}")
+    bad_modes = [m for m in modes if m not in search.MODES]
+    if bad_modes:
+        raise ValueError(f"unknown modes {bad_modes}; choose from {', '.join(search.MODES)}")
+    cells = []
+    for task_name in tasks:
+        for model in models:
+            for digit in (digits if task_name in ("mnist-digit", "mnist-thick") else (None,)):
+                for method in methods:
+                    for mode in modes:
+                        for budget in budgets:
+                            cells.append((task_name, model, digit, method, mode, int(budget)))
+    i, n = shard
+    cells = cells[i::n]
+    built: dict = {}
+    rows: list[dict] = []
+    for task_name, model, digit, method, mode, budget in tqdm(cells, desc="bench search", disable=not progress):
+        key = (task_name, model, digit)
+        if key not in built:
+            built[key] = make_task(task_name, model, digit=digit if digit is not None else 7, data_dir=data_dir)
+        rows.append(run_cell(built[key], method, mode, budget, steps=steps, runs=runs, seed=seed))
+        if out is not None:
+            write_csv(out, rows)
+    return rows
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--task", nargs="+", default=["rare-mode"],
+                   help=f"tasks: {', '.join(TASKS_2D + TASKS_MNIST)} (default rare-mode)")
+    p.add_argument("--models", nargs="+", default=["oracle"],
+                   help="2D: oracle (exact mixture flow) and/or mlp (shipped MLP); MNIST tasks use the shipped UNet")
+    p.add_argument("--methods", nargs="+", default=["bon", "sop", "smc", "code", "svdd", "rbf"])
+    p.add_argument("--modes", nargs="+", default=["linear-ode", "linear-sde", "vp-sde"])
+    p.add_argument("--budgets", nargs="+", type=int, default=[50, 100, 200, 500, 1000])
+    p.add_argument("--runs", type=int, default=64, help="independent runs per cell (default 64)")
+    p.add_argument("--steps", type=int, default=10, help="denoising steps (default 10)")
+    p.add_argument("--digits", nargs="+", type=int, default=[7], help="target digits of mnist-digit / mnist-thick")
+    p.add_argument("--data-dir", default=None, help="MNIST IDX folder for FID (default $TOYFLOW_DATA)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--shard", default="0/1", help="run the i-th of n slices of the grid, e.g. 2/8")
+    p.add_argument("--out", default="results.csv", help="CSV to write (default results.csv)")
+    p.add_argument("--plot", default=None, help="also draw the scaling curves to this PNG")
+
+
+def main(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    rows = run_grid(args.task, args.methods, args.modes, args.budgets, models=args.models, runs=args.runs,
+                    steps=args.steps, seed=args.seed, shard=parse_shard(args.shard), out=out,
+                    digits=args.digits, data_dir=args.data_dir)
+    print(f"wrote {len(rows)} rows to {out}")
+    if args.plot:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from toyflow import viz
+
+        fig = viz.scaling_curves([r for r in rows if r.get("status") == "ok"])
+        tmp = Path(args.plot).with_name("." + Path(args.plot).name + ".tmp.png")
+        fig.savefig(tmp, dpi=130, bbox_inches="tight")
+        os.replace(tmp, args.plot)
+        print(f"wrote {args.plot}")
+    return 0
