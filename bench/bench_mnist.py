@@ -1,0 +1,66 @@
+"""MNIST figures for bench/RESULTS.md (issue 4). Run:  python bench/bench_mnist.py [--data-dir ../shared/data/mnist]
+
+- classifier accuracy on data they did not train on (reward: train5k; evaluator: t10k);
+- flow quality: 1,000 unconditional samples, 20 Euler steps (linear ODE): share classified by the
+  evaluator with confidence >= 0.9, class frequencies, classifier-feature FID against held-out
+  real digits (train5k; the flow model trained on t10k), and the same FID for real t10k digits
+  (the floor at this sample size);
+- CPU time to sample 64 images with 20 steps (best of 3).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from toyflow import dynamics, metrics, pretrained
+from toyflow.data.mnist import load_mnist
+
+
+@torch.no_grad()
+def accuracy(model, data, batch=1000) -> float:
+    correct = 0
+    for i in range(0, len(data.labels), batch):
+        correct += (model(data.images[i:i + batch]).argmax(1) == data.labels[i:i + batch]).sum().item()
+    return correct / len(data.labels)
+
+
+def main(data_dir=None, n=1000, seed=0) -> None:
+    torch.set_num_threads(2)
+    test, train5k = load_mnist("test", data_dir), load_mnist("train5k", data_dir)
+    reward, evaluator, flow = (pretrained.load(k) for k in ("mnist-reward", "mnist-evaluator", "mnist-flow"))
+    print(f"reward classifier (trained on t10k) accuracy on train5k: {accuracy(reward, train5k):.4f}")
+    print(f"evaluator (trained on train5k) accuracy on t10k: {accuracy(evaluator, test):.4f}")
+    g = torch.Generator().manual_seed(seed)
+    xs = []
+    for _ in range(0, n, 250):
+        xs.append(dynamics.sample(flow, torch.randn(250, 1, 28, 28, generator=g), "linear", steps=20).x)
+    x = torch.cat(xs)[:n]
+    with torch.no_grad():
+        probs = torch.softmax(evaluator(x.clamp(-1, 1)), 1)
+    conf, cls = probs.max(1)
+    freq = torch.bincount(cls, minlength=10).float() / n
+    print(f"{n} samples, 20 Euler steps: confident (p >= 0.9) {(conf >= 0.9).float().mean():.4f}; "
+          f"class frequencies {[round(f, 3) for f in freq.tolist()]} (min {freq.min():.3f}, max {freq.max():.3f})")
+    fid = metrics.classifier_fid(x, train5k.images[:n], evaluator)
+    floor = metrics.classifier_fid(test.images[:n], train5k.images[:n], evaluator)
+    print(f"classifier-feature FID vs held-out train5k: samples {fid:.3f}; real t10k digits {floor:.3f} (floor)")
+    z = torch.randn(64, 1, 28, 28, generator=g)
+    best = min(_time(lambda: dynamics.sample(flow, z, "linear", steps=20)) for _ in range(3))
+    print(f"sampling 64 images x 20 steps on CPU: {best:.2f} s")
+
+
+def _time(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser()
+    p.add_argument("--data-dir", default="../shared/data/mnist")
+    p.add_argument("--n", type=int, default=1000)
+    a = p.parse_args()
+    main(a.data_dir, a.n)

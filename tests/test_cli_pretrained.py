@@ -1,0 +1,67 @@
+"""The toyflow command, the shipped 2D weights, and the benchmark CSV (sharding)."""
+
+import csv
+
+import pytest
+import torch
+
+from toyflow import dynamics, pretrained, rewards
+from toyflow.cli import main
+from toyflow.metrics import energy_distance
+
+
+def test_train_2d_then_sample_png(tmp_path, capsys):
+    out = tmp_path / "m"
+    assert main(["train", "2d", "--dataset", "moons", "--steps", "30", "--quiet", "--out", str(out)]) == 0
+    assert (tmp_path / "m.safetensors").exists() and (tmp_path / "m.json").exists()
+    png = tmp_path / "s.png"
+    assert main(["sample", "--checkpoint", str(out), "--n", "200", "--steps", "5", "--out", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_cli_errors_are_clear(tmp_path, capsys):
+    assert main(["train", "2d", "--dataset", "donuts", "--steps", "2", "--quiet", "--out", str(tmp_path / "x")]) == 2
+    assert "unknown dataset 'donuts'" in capsys.readouterr().err
+    assert main(["sample", "--checkpoint", str(tmp_path / "missing"), "--out", str(tmp_path / "a.png")]) == 2
+    assert "incomplete" in capsys.readouterr().err
+    assert main(["sample", "--pretrained", "nope", "--out", str(tmp_path / "a.png")]) == 2
+    assert "unknown pretrained model" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["8gaussians", "rare-mode", "counting", "aesthetic"])
+def test_shipped_2d_models_match_their_data(name):
+    from toyflow.data import toy2d
+
+    model = pretrained.load(f"2d-{name}")
+    assert type(model).arch == "mlp" and not any(p.requires_grad for p in model.parameters())
+    assert "command" in pretrained.info(f"2d-{name}")
+    g = torch.Generator().manual_seed(0)
+    base = toy2d.eight_gaussians_gmm() if name == "8gaussians" else rewards.task(name)[0]
+    x = dynamics.sample(model, torch.randn(4000, 2, generator=g), "linear", steps=100).x
+    ed = energy_distance(x, base.sample(4000, g))
+    floor = energy_distance(base.sample(4000, g), base.sample(4000, g))
+    assert ed <= 0.02, (ed, floor)
+
+
+def _read(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_bench_search_csv_and_shards(tmp_path):
+    args = ["bench", "search", "--task", "rare-mode", "--methods", "bon", "rbf", "--modes", "linear-ode", "vp-sde",
+            "--budgets", "20", "40", "--runs", "4", "--steps", "4"]
+    assert main(args + ["--out", str(tmp_path / "all.csv")]) == 0
+    full = _read(tmp_path / "all.csv")
+    assert len(full) == 8 and all(r["status"] == "ok" for r in full)
+    for r in full:
+        assert float(r["nfe_max"]) <= int(r["budget"])
+    parts = []
+    for i in range(3):
+        assert main(args + ["--shard", f"{i}/3", "--out", str(tmp_path / f"s{i}.csv")]) == 0
+        parts += _read(tmp_path / f"s{i}.csv")
+    key = lambda r: (r["method"], r["mode"], r["budget"])  # noqa: E731
+    strip = lambda r: {k: v for k, v in r.items() if not k.startswith("wall")}  # noqa: E731
+    assert sorted(map(strip, parts), key=key) == sorted(map(strip, full), key=key)
+    assert main(args + ["--shard", "3/3", "--out", str(tmp_path / "bad.csv")]) == 2

@@ -1,0 +1,65 @@
+"""The shipped MNIST weights: load offline, classify real digits, sample digits, run every search method."""
+
+import pytest
+import torch
+
+from toyflow import dynamics, pretrained, rewards, search
+from toyflow.models import load_model
+
+needs_weights = pytest.mark.skipif(
+    "mnist-flow" not in pretrained.available(), reason="shipped MNIST weights not present in toyflow/pretrained"
+)
+
+
+@needs_weights
+def test_shipped_weights_are_small_and_load():
+    total = sum(pretrained.path(n).stat().st_size for n in pretrained.available())
+    assert total <= 10 * 2**20, f"shipped weights take {total / 2**20:.1f} MB > 10 MB"
+    flow = pretrained.load("mnist-flow")
+    assert type(flow).arch == "unet" and 1_000_000 <= sum(p.numel() for p in flow.parameters()) <= 3_000_000
+    for name in ("mnist-flow", "mnist-reward", "mnist-evaluator"):
+        assert "command" in pretrained.info(name)
+
+
+@needs_weights
+def test_wrong_shape_and_mismatched_checkpoint_errors():
+    flow = pretrained.load("mnist-flow")
+    with pytest.raises(ValueError, match="28"):
+        flow(torch.randn(2, 784), torch.rand(2))
+    with pytest.raises(ValueError, match="not the expected 'unet'"):
+        load_model(pretrained.path("mnist-reward"), arch="unet")
+
+
+@needs_weights
+@pytest.mark.slow
+def test_classifiers_on_held_out_real_digits(mnist_dir):
+    from toyflow.data.mnist import load_mnist
+
+    test, train5k = load_mnist("test", mnist_dir), load_mnist("train5k", mnist_dir)
+    with torch.no_grad():
+        acc_reward = (pretrained.load("mnist-reward")(train5k.images).argmax(1) == train5k.labels).float().mean()
+        acc_eval = (pretrained.load("mnist-evaluator")(test.images[:5000]).argmax(1) == test.labels[:5000]).float().mean()
+    assert acc_reward >= 0.98 and acc_eval >= 0.97, (acc_reward, acc_eval)
+
+
+@needs_weights
+@pytest.mark.slow
+def test_flow_samples_are_digits():
+    flow, evaluator = pretrained.load("mnist-flow"), pretrained.load("mnist-evaluator")
+    g = torch.Generator().manual_seed(1)
+    x = dynamics.sample(flow, torch.randn(200, 1, 28, 28, generator=g), "linear", steps=20).x
+    with torch.no_grad():
+        conf, cls = torch.softmax(evaluator(x), 1).max(1)
+    assert (conf >= 0.9).float().mean() >= 0.8
+    assert torch.bincount(cls, minlength=10).min() >= 5  # every class appears
+
+
+@needs_weights
+@pytest.mark.parametrize("method", ["bon", "sop", "smc", "svdd", "code", "rbf", "dps", "rbf+dps"])
+def test_every_method_runs_on_images(method):
+    flow = pretrained.load("mnist-flow")
+    reward = rewards.mnist_digit(3)
+    g = torch.Generator().manual_seed(0)
+    res = search.run(method, flow, reward, mode="vp-sde", budget=40, steps=4, runs=2, shape=(1, 28, 28), generator=g)
+    assert res.samples.shape == (2, 1, 28, 28)
+    assert bool((res.nfe <= 40).all()) and torch.equal(res.nfe, res.nfe_per_step.sum(1))
