@@ -1,0 +1,114 @@
+"""Search overhead: wall time of toyflow.search.run vs the bare model calls it makes.
+
+Run:  python bench/bench_search_overhead.py [--runs 256] [--budget 500] [--steps 10] [--repeats 5]
+
+Setup: R = 256 runs, budget 500 NFE per run, 10 steps, vp-sde mode, an untrained 2D
+``VelocityMLP()`` (default size; timing only) and a cheap quadratic reward (``--reward flat``: a
+reward that never improves, so RBF spends every quota with all runs in every batch). For every
+method:
+
+1. one recording pass through a wrapper logs the batch size of every model call the search makes;
+2. then, interleaved ``repeats`` times (so machine noise hits both alike): the search itself
+   (plain model, no wrapper), and the *bare* calls: the same number of calls of the same batch
+   sizes on pre-built inputs, (a) of the raw MLP and (b) of ``interpolants.convert(mlp, Linear(),
+   VP())`` (what a user calling the converted model directly would pay per evaluation).
+
+The table reports best-of-repeats wall times and ratio = search / bare (the overhead factor).
+DPS methods also run a backward pass per evaluation, which the bare forward calls do not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from toyflow import interpolants, search
+from toyflow.models import VelocityMLP
+
+
+class _Logger(torch.nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+        self.sizes = []
+
+    def forward(self, x, t):
+        self.sizes.append(x.shape[0])
+        return self.model(x, t)
+
+
+class QuadReward:
+    """r(x) = -|x - (1, 1)|^2 (differentiable, cheap). RBF often accepts early: batches shrink."""
+
+    name = "quadratic"
+    differentiable = True
+
+    def __call__(self, x0):
+        return -((x0 - 1.0) ** 2).sum(-1)
+
+
+class FlatReward:
+    """r(x) = 0 * x_1 (never improves): RBF spends every quota, all runs stay in every batch."""
+
+    name = "flat"
+    differentiable = True
+
+    def __call__(self, x0):
+        return 0.0 * x0[:, 0]
+
+
+def bare_calls(model, sizes, max_b):
+    x = torch.randn(max_b, 2)
+    t = torch.rand(max_b) * 0.9 + 0.05
+    inputs = {b: (x[:b].contiguous(), t[:b].contiguous()) for b in set(sizes)}
+    with torch.no_grad():
+        t0 = time.perf_counter()
+        for b in sizes:
+            model(*inputs[b])
+        return time.perf_counter() - t0
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=256)
+    ap.add_argument("--budget", type=int, default=500)
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--methods", default=",".join(search.METHODS))
+    ap.add_argument("--reward", choices=("quadratic", "flat"), default="quadratic")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    mlp = VelocityMLP().eval()
+    converted = interpolants.convert(mlp, interpolants.Linear(), interpolants.VP())
+    reward = QuadReward() if args.reward == "quadratic" else FlatReward()
+    kw = dict(mode="vp-sde", budget=args.budget, steps=args.steps, runs=args.runs, shape=(2,))
+
+    print(f"R = {args.runs} runs, budget {args.budget}, {args.steps} steps, vp-sde, VelocityMLP() untrained, "
+          f"{reward.name} reward, {args.threads} thread(s), best of {args.repeats}")
+    header = f"{'method':<8} {'calls':>6} {'NFE/run':>8} {'search ms':>10} {'bare MLP ms':>12} {'ratio':>6} " \
+             f"{'bare conv ms':>13} {'ratio':>6}"
+    print(header)
+    print("-" * len(header))
+    for method in args.methods.split(","):
+        logger = _Logger(mlp)
+        res = search.run(method, logger, reward, generator=torch.Generator().manual_seed(1), **kw)
+        sizes = logger.sizes
+        max_b = max(sizes)
+        t_search, t_bare, t_conv = [], [], []
+        for _ in range(args.repeats):
+            t0 = time.perf_counter()
+            search.run(method, mlp, reward, generator=torch.Generator().manual_seed(1), **kw)
+            t_search.append(time.perf_counter() - t0)
+            t_bare.append(bare_calls(mlp, sizes, max_b))
+            t_conv.append(bare_calls(converted, sizes, max_b))
+        s, b, c = min(t_search), min(t_bare), min(t_conv)
+        print(f"{method:<8} {len(sizes):>6} {res.nfe.float().mean().item():>8.1f} {s * 1e3:>10.1f} {b * 1e3:>12.1f} "
+              f"{s / b:>6.2f} {c * 1e3:>13.1f} {s / c:>6.2f}")
+
+
+if __name__ == "__main__":
+    main()

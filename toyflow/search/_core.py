@@ -1,0 +1,270 @@
+"""Shared machinery of the search methods: the generation mode, the time grid, velocity
+evaluations charged to the ledger, x0_hat, the (affine) transition, reward checks.
+
+Every transition on the grid is affine in (x, u, z):
+
+    dynamics.step(x, u, t_k, t_{k+1}, schedule, g(t_k), z) = a_k x + b_k u + c_k z
+    dynamics.x0_from_velocity(x, u, t_k, schedule)         = p_k x + q_k u
+
+so the coefficients are computed once per run by calling those very functions on basis inputs
+(float64); a tick then costs a handful of tensor operations however many runs sit at different
+grid times. ``c_k = 0`` for the ODE and for the last step (t_{k+1} = 0, the x0_hat step).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Optional, Union
+
+import torch
+from torch import Tensor
+
+from toyflow import dynamics, interpolants
+from toyflow.search.budget import Ledger
+from toyflow.search.options import SamplerOptions
+
+__all__ = ["MODES", "Context", "check_reward"]
+
+MODES = ("linear-ode", "linear-sde", "vp-sde")
+
+IntOrTensor = Union[int, Tensor]
+
+
+def all_finite(t: Tensor) -> bool:
+    """True if every entry of ``t`` is finite (a sum first: one cheap reduction in the common case)."""
+    if t.requires_grad:
+        t = t.detach()
+    return math.isfinite(float(t.sum())) or bool(torch.isfinite(t).all())
+
+
+def check_reward(r, n: int, name: str = "reward") -> Tensor:
+    """Raise a clear error unless ``r`` is a finite floating tensor of shape (n,)."""
+    if not torch.is_tensor(r):
+        raise TypeError(f"{name} returned {type(r).__name__}; it must return a tensor of shape (B,) = ({n},)")
+    if r.shape != (n,):
+        raise ValueError(
+            f"{name} returned shape {tuple(r.shape)} for a batch of {n} samples; it must return one value per "
+            f"sample, shape ({n},)"
+        )
+    if not torch.is_floating_point(r):
+        r = r.to(torch.get_default_dtype())
+    if not all_finite(r):
+        bad = int((~torch.isfinite(r)).sum())
+        raise ValueError(
+            f"{name} returned NaN or inf for {bad} of {n} samples (evaluated on x0_hat); check the reward and "
+            "whether x0_hat is finite and inside the reward's domain"
+        )
+    return r
+
+
+def _reward_name(reward) -> str:
+    return f"reward {getattr(reward, 'name', getattr(reward, '__name__', type(reward).__name__))!r}"
+
+
+class GridVelocity:
+    """The mode's velocity model evaluated at grid times: ``v(x, k) = u_{t_k}(x)``.
+
+    "vp-sde" uses the scale-time conversion of the Linear-trained model to the VP path
+    (:class:`toyflow.interpolants.ConvertedVelocity`), with its per-time scalars precomputed on the
+    grid: u_vp(x, t_k) = (ds/s) x + s dt u_lin(x / s, t_src).
+    """
+
+    def __init__(self, model: Callable, mode: str, times64: Tensor, dtype, device):
+        self.model = model
+        grid = times64[:-1]  # velocities are never needed at t_K = 0
+        if mode == "vp-sde":
+            conv = interpolants.ConvertedVelocity(model, interpolants.Linear(), interpolants.VP())
+            t_src, s, dt, ds = conv.source_time_and_scale(grid)
+            table = torch.stack([t_src, 1.0 / s, ds / s, s * dt], 1)
+            if not bool(torch.isfinite(table).all()):
+                raise ValueError("the Linear -> VP conversion is not finite on this time grid (t = 0 in the grid?)")
+            self.converted = True
+        else:
+            table = grid[:, None]
+            self.converted = False
+        self.table = table.to(dtype=dtype, device=device)
+        self.rows = [[float(v) for v in row] for row in table]
+        self.t_model = self.table[:, 0].contiguous()
+
+    def _model(self, x: Tensor, t: Tensor) -> Tensor:
+        u = self.model(x, t)
+        if not torch.is_tensor(u) or u.shape != x.shape:
+            dynamics.check_velocity(u, x, where="the model")  # raises the detailed error
+        return u
+
+    def apply(self, x: Tensor, cols: tuple) -> Tensor:
+        """Velocity with the grid row(s) already gathered: ``cols`` = (t,) or (t, 1/s, ds/s, s dt),
+        each broadcastable against x except t: (B,)."""
+        if not self.converted:
+            return self._model(x, cols[0])
+        t, inv_s, lin, scale = cols
+        return torch.addcmul(lin * x, scale, self._model(x * inv_s, t))
+
+    def __call__(self, x: Tensor, k: IntOrTensor) -> Tensor:
+        B = x.shape[0]
+        if isinstance(k, int):
+            t = self.t_model[k].expand(B)
+            if not self.converted:
+                return self._model(x, t)
+            _, inv_s, lin, scale = self.rows[k]
+            return lin * x + scale * self._model(x * inv_s, t)
+        if not self.converted:
+            return self._model(x, self.t_model[k])
+        tab = self.table[k]
+        view = (B,) + (1,) * (x.dim() - 1)
+        return tab[:, 2].view(view) * x + tab[:, 3].view(view) * self._model(x * tab[:, 1].view(view), tab[:, 0])
+
+
+class Context:
+    """One search call: mode, grid, ledger, random numbers, reward and (optionally) the recorder."""
+
+    def __init__(
+        self,
+        model: Callable,
+        reward: Callable,
+        *,
+        mode: str,
+        sampler: SamplerOptions,
+        budget: int,
+        steps: int,
+        runs: int,
+        shape: tuple,
+        generator: Optional[torch.Generator],
+        device,
+        dtype,
+    ):
+        self.model, self.reward_fn, self.mode = model, reward, mode
+        self.reward_name = _reward_name(reward)
+        self.budget, self.K, self.R, self.shape = budget, steps, runs, tuple(shape)
+        self.generator, self.device, self.dtype = generator, device, dtype
+        self.sde = mode != "linear-ode"
+        self.schedule = interpolants.VP() if mode == "vp-sde" else interpolants.Linear()
+        times64 = dynamics.time_grid(sampler.time_grid, steps, dtype=torch.float64)
+        self.times = times64.to(dtype=dtype, device=device)
+        self.velocity_model = GridVelocity(model, mode, times64, dtype, device)
+        self.ledger = Ledger(runs, steps, budget, device=device)
+        self.recorder = None
+
+        # affine transition and x0_hat coefficients, from dynamics itself on basis inputs
+        K = steps
+        t, tn = times64[:-1], times64[1:]
+        g = dynamics.diffusion_schedule(sampler.diffusion, float(sampler.eta), self.schedule)(t) if self.sde else None
+        one, zero = torch.ones(K, 1, dtype=torch.float64), torch.zeros(K, 1, dtype=torch.float64)
+        a = dynamics.step(one, zero, t, tn, self.schedule, g=g, noise=zero)[:, 0]
+        b = dynamics.step(zero, one, t, tn, self.schedule, g=g, noise=zero)[:, 0]
+        c = dynamics.step(zero, zero, t, tn, self.schedule, g=g, noise=one)[:, 0] if g is not None else torch.zeros(K, dtype=torch.float64)
+        p = dynamics.x0_from_velocity(one, zero, t, self.schedule)[:, 0]
+        q = dynamics.x0_from_velocity(zero, one, t, self.schedule)[:, 0]
+        h = t - tn
+        table = torch.stack([a, b, c, p, q, h], 1)
+        if not bool(torch.isfinite(table).all()):
+            raise ValueError(f"the {mode} transition is not finite on this time grid; check diffusion and eta")
+        self.coef = table.to(dtype=dtype, device=device)
+        self.coef_rows = [[float(v) for v in row] for row in table]
+        self.stochastic = [row[2] != 0.0 for row in self.coef_rows]  # does step k use noise?
+
+    def tick_table(self) -> Tensor:
+        """(K, 6 + V) rows for a transition from grid index k: [a_k, b_k, c_k, h_k, p_{k+1}, q_{k+1}]
+        followed by the velocity row of t_{k+1} (V = 1 or 4); the last row (k = K - 1, to t = 0)
+        has zeros where t_{k+1} = 0 has no velocity."""
+        nxt = torch.zeros(self.K, 2 + self.velocity_model.table.shape[1], dtype=self.dtype, device=self.device)
+        nxt[:-1, :2] = self.coef[1:, 3:5]
+        nxt[:-1, 2:] = self.velocity_model.table[1:]
+        return torch.cat([self.coef[:, [0, 1, 2, 5]], nxt], 1).contiguous()
+
+    # -- random numbers ----------------------------------------------------------------------
+    def noise(self, *lead: int) -> Tensor:
+        """Standard normal draws of shape (*lead, *shape) from the run's generator."""
+        return torch.randn(tuple(lead) + self.shape, generator=self.generator, dtype=self.dtype, device=self.device)
+
+    def uniform(self, *size: int) -> Tensor:
+        return torch.rand(size, generator=self.generator, dtype=self.dtype, device=self.device)
+
+    # -- velocity (the only place the model is called) ---------------------------------------
+    def velocity(
+        self, x: Tensor, k: IntOrTensor, run: Optional[Tensor] = None, cols: Optional[tuple] = None, unique: bool = False
+    ) -> Tensor:
+        """u_{t_k}(x) for a batch; charges one NFE per row to the ledger.
+
+        ``run`` None: rows are run-major, B = R * n (row b belongs to run b // n), or B = R with
+        ``k`` (R,) per run. Otherwise ``run`` (B,) names each row's run. ``cols``: the grid row of
+        ``k`` already gathered (see :meth:`GridVelocity.apply`), a shortcut for tight loops.
+        """
+        B = x.shape[0]
+        if run is None:
+            if isinstance(k, int):
+                if B % self.R:
+                    raise RuntimeError(f"internal error: {B} rows are not a whole number of particles per run")
+                self.ledger.charge(k, per_run=B // self.R)
+            else:
+                self.ledger.charge(k)
+        else:
+            self.ledger.charge(k, run, unique=unique)
+        u = self.velocity_model(x, k) if cols is None else self.velocity_model.apply(x, cols)
+        if not (torch.is_tensor(u) and u.shape == x.shape and all_finite(u)):
+            dynamics.check_velocity(u, x, where="the model")  # raises the detailed error
+        return u
+
+    # -- affine maps ---------------------------------------------------------------------------
+    def _col(self, j: int, k: IntOrTensor, x: Tensor):
+        if isinstance(k, int):
+            return self.coef_rows[k][j]
+        return self.coef[k, j].view((x.shape[0],) + (1,) * (x.dim() - 1))
+
+    def x0(self, x: Tensor, u: Tensor, k: IntOrTensor) -> Tensor:
+        """x0_hat = p_k x + q_k u (Tweedie from the velocity at t_k)."""
+        return self._col(3, k, x) * x + self._col(4, k, x) * u
+
+    def step(self, x: Tensor, u: Tensor, k: IntOrTensor, z: Optional[Tensor] = None) -> Tensor:
+        """One transition t_k -> t_{k+1}: a_k x + b_k u + c_k z (``z`` None where c_k = 0)."""
+        out = self._col(0, k, x) * x + self._col(1, k, x) * u
+        if z is not None:
+            out = out + self._col(2, k, x) * z
+        return out
+
+    def needs_noise(self, k: int) -> bool:
+        return self.stochastic[k]
+
+    def h(self, k: IntOrTensor, x: Tensor):
+        """Step length t_k - t_{k+1}, broadcastable against x."""
+        return self._col(5, k, x)
+
+    def renoise(self, x: Tensor, k_from: int, k_to: int, z: Tensor) -> Tensor:
+        """Forward kernel of the interpolant from t_{k_from} up to the noisier t_{k_to} (k_to <= k_from)."""
+        t_from = self.times[k_from].to(torch.float64).reshape(1)
+        t_to = self.times[k_to].to(torch.float64).reshape(1)
+        one, zero = torch.ones(1, 1, dtype=torch.float64), torch.zeros(1, 1, dtype=torch.float64)
+        ratio = float(dynamics.renoise(one, t_from, t_to, self.schedule, zero)[0, 0])
+        std = float(dynamics.renoise(zero, t_from, t_to, self.schedule, one)[0, 0])
+        return ratio * x + std * z
+
+    # -- rewards -------------------------------------------------------------------------------
+    def reward(self, x0: Tensor) -> Tensor:
+        """r(x0_hat): (B,), checked (shape, finite); never charged (rewards are not NFE)."""
+        r = check_reward(self.reward_fn(x0), x0.shape[0], self.reward_name)
+        return r if r.dtype == self.dtype else r.to(self.dtype)
+
+    def guided(self, x: Tensor, k: IntOrTensor, run: Optional[Tensor] = None, cols=None, unique: bool = False):
+        """Velocity, x0_hat, reward and grad_x r(x0_hat(x)) at (x, t_k), the gradient through the model.
+
+        One NFE per row (the backward pass is not counted as an NFE).
+        """
+        with torch.enable_grad():
+            xg = x.detach().requires_grad_(True)
+            u = self.velocity(xg, k, run, cols=cols, unique=unique)
+            x0 = self.x0(xg, u, k)
+            r = self.reward(x0)
+            if not r.requires_grad:
+                raise ValueError(
+                    f"{self.reward_name} says it is differentiable, but its output does not depend on x0 through "
+                    "autograd (detached, or computed without gradients); gradient guidance needs grad_x r"
+                )
+            (grad,) = torch.autograd.grad(r.sum(), xg)
+        if not bool(torch.isfinite(grad).all()):
+            raise ValueError(f"grad_x of {self.reward_name} through the model is NaN or inf")
+        return u.detach(), x0.detach(), r.detach(), grad.detach()
+
+    # -- helpers -----------------------------------------------------------------------------
+    def run_rows(self, n: int) -> Tensor:
+        """(R * n,) run index of each row in a run-major layout."""
+        return torch.arange(self.R, device=self.device).repeat_interleave(n)

@@ -1,0 +1,61 @@
+"""Best-of-N and DPS (gradient-guided Best-of-N).
+
+BoN: N = budget // steps independent trajectories per run, all advanced by one batched model call
+per grid time; the sample with the best final reward is returned.
+
+NFE: N at every grid time t_0 .. t_{K-1} (the step to t_K = 0 is the x0_hat step, free):
+N * K <= budget. Minimum budget: ``steps`` (N = 1).
+
+DPS: the same with each update x <- step(x, u) + h (1/lam) grad_x r(x0_hat(x)), h = t_k - t_{k+1},
+the gradient taken through the model's x0_hat (one NFE per particle and step; the backward pass is
+not counted). With budget = steps it is a single guided trajectory.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from toyflow.search._core import Context
+
+__all__ = ["minimum_budget", "run_bon"]
+
+
+def minimum_budget(steps: int) -> int:
+    return steps
+
+
+def run_bon(ctx: Context, lam: Optional[float] = None):
+    """Return (samples (R, *shape), rewards (R,), selected (R,)). ``lam`` given: DPS guidance."""
+    R, K, shape = ctx.R, ctx.K, ctx.shape
+    N = ctx.budget // K
+    rec = ctx.recorder
+    guided = lam is not None
+    x = ctx.noise(R * N)
+    all_true = torch.ones(R, N, dtype=torch.bool, device=ctx.device)
+    for k in range(K):
+        if guided:
+            u, x0, r, grad = ctx.guided(x, k)
+        else:
+            u = ctx.velocity(x, k)
+            x0 = ctx.x0(x, u, k) if rec is not None else None
+            r = ctx.reward(x0) if rec is not None else None
+        if rec is not None:
+            rec.hold(k, x.view((R, N) + shape), x0.view((R, N) + shape), r.view(R, N))
+            slots = rec.candidates(k, x0.view((R, N) + shape), r.view(R, N))
+            rec.accept(k, slots, all_true)
+        z = ctx.noise(R * N) if ctx.needs_noise(k) else None
+        x_next = ctx.step(x, u, k, z)
+        if guided:
+            x_next = x_next + (ctx.h(k, x) / lam) * grad
+        x = x_next
+    r = ctx.reward(x).view(R, N)
+    best = r.argmax(1)
+    ar = torch.arange(R, device=ctx.device)
+    xs = x.view((R, N) + shape)
+    if rec is not None:
+        rec.hold(K, xs, xs, r)
+        slots = rec.candidates(K, xs, r)
+        rec.accept(K, slots, torch.nn.functional.one_hot(best, N).bool())
+    return xs[ar, best], r[ar, best], best

@@ -1,0 +1,110 @@
+"""SVDD and CoDe: one particle per run; at each search step (SVDD) or block of L search steps
+(CoDe) draw M candidates from the current particle, keep the one with the best x0_hat reward.
+
+Grid: t_0 = 1 > ... > t_K = 0. The particle starts as one draw at t_0 (1 NFE). Search step j
+(j = 0 .. K-2) moves it from t_j to t_{j+1}; each candidate is evaluated at t_{j+1} (1 NFE: its
+velocity gives x0_hat for the reward, and the kept candidate reuses that velocity for its next
+step). The last step t_{K-1} -> 0 is the deterministic x0_hat step: free, and no search is
+possible there. CoDe's candidates are paths: a block of L search steps costs M * L NFE.
+
+NFE: 1 + sum over search steps of M_j <= budget, M_j from the allocation scheme (default Uniform:
+the budget left after the initial draw is spread evenly, so all of it is used). CoDe asks the
+scheme for each step of a block and runs M = (sum of those quotas) // L paths through it.
+Minimum budget: ``steps`` (one candidate per search step).
+
+In "linear-ode" mode every candidate of a step is the same point (an ODE step has one outcome):
+the NFE are spent without any diversity, the weakness the paper shows for ODE-based search.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from toyflow.search._core import Context
+from toyflow.search.budget import AllocationScheme, as_quota
+
+__all__ = ["minimum_budget", "run_blocks"]
+
+
+def minimum_budget(steps: int) -> int:
+    return steps
+
+
+def run_blocks(ctx: Context, allocation: AllocationScheme, block: int = 1):
+    """SVDD (``block=1``) or CoDe (``block=L``). Returns (samples, rewards, selected)."""
+    R, K, shape = ctx.R, ctx.K, ctx.shape
+    S = K - 1
+    rec = ctx.recorder
+    dev = ctx.device
+    ar = torch.arange(R, device=dev)
+    one = torch.ones(R, 1, dtype=torch.bool, device=dev)
+
+    x = ctx.noise(R)
+    u = ctx.velocity(x, 0)
+    x0 = ctx.x0(x, u, 0)
+    r = ctx.reward(x0)
+    if rec is not None:
+        slots = rec.candidates(0, x0[:, None], r[:, None])
+        rec.accept(0, slots, one)
+        rec.hold(0, x[:, None], x0[:, None], r[:, None])
+        rec.set_quota(None, 0, torch.ones(R, dtype=torch.int64, device=dev))
+
+    initial = 1
+    search_total = ctx.budget - initial
+    blocks = [(j0, min(j0 + block, S)) for j0 in range(0, S, block)]
+    for j0, j1 in blocks:
+        L = j1 - j0
+        spent = ctx.ledger.spent - initial
+        left = search_total - spent
+        # the block's quota: its steps' quotas, each asked as if the steps before spent theirs
+        q, sp = torch.zeros_like(spent), spent
+        for j in range(j0, j1):
+            qj = as_quota(allocation.quota(j, S, search_total - sp, sp), sp).clamp_min(0)
+            q, sp = q + qj, sp + qj
+        hi = (left - (S - j1)) // L  # keep one NFE for every later search step
+        M = torch.maximum(torch.minimum(q // L, hi), torch.ones_like(q))
+        Mmax = int(M.max())
+        mask = torch.arange(Mmax, device=dev)[None] < M[:, None]  # (R, Mmax)
+        full = bool(mask.all())
+        rows = mask.reshape(-1).nonzero().squeeze(1) if not full else None
+        run_of = ar.repeat_interleave(Mmax)[rows] if not full else None
+        y = x[:, None].expand((R, Mmax) + shape).reshape((R * Mmax,) + shape)
+        uy = u[:, None].expand((R, Mmax) + shape).reshape((R * Mmax,) + shape)
+        path = []  # (y, uy) at t_{j0+1} .. t_{j1}, for the history
+        for k in range(j0, j1):
+            z = ctx.noise(R * Mmax) if ctx.needs_noise(k) else None
+            y = ctx.step(y, uy, k, z)
+            if full:
+                uy = ctx.velocity(y, k + 1)
+            else:
+                uy = torch.zeros_like(y).index_copy_(0, rows, ctx.velocity(y[rows], k + 1, run=run_of))
+            if rec is not None:
+                path.append((y, uy))
+                rec.set_quota(None, k + 1, M)
+        y0 = ctx.x0(y, uy, j1)
+        if full:
+            ry = ctx.reward(y0).view(R, Mmax)
+        else:
+            ry = torch.full((R * Mmax,), -torch.inf, dtype=ctx.dtype, device=dev)
+            ry = ry.index_copy_(0, rows, ctx.reward(y0[rows])).view(R, Mmax)
+        best = ry.argmax(1)
+        pick = ar * Mmax + best
+        x, u, x0, r = y[pick], uy[pick], y0[pick], ry[ar, best]
+        if rec is not None:
+            chosen = torch.nn.functional.one_hot(best, Mmax).bool() & mask
+            for i, (py, pu) in enumerate(path):
+                k = j0 + 1 + i
+                p0 = ctx.x0(py, pu, k)
+                pr = torch.full((R * Mmax,), float("nan"), dtype=ctx.dtype, device=dev)
+                pr[mask.reshape(-1)] = ctx.reward(p0[mask.reshape(-1)])
+                slots = rec.candidates(k, p0.view((R, Mmax) + shape), pr.view(R, Mmax), mask)
+                rec.accept(k, slots, chosen)
+                rec.hold(k, py[pick][:, None], p0[pick][:, None], pr[pick][:, None])
+
+    xK = ctx.step(x, u, K - 1)
+    rK = ctx.reward(xK)
+    if rec is not None:
+        slots = rec.candidates(K, xK[:, None], rK[:, None])
+        rec.accept(K, slots, one)
+        rec.hold(K, xK[:, None], xK[:, None], rK[:, None])
+    return xK, rK, torch.zeros(R, dtype=torch.int64, device=dev)
