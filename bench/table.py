@@ -12,10 +12,10 @@ import argparse
 import csv
 from collections import defaultdict
 
-METHOD_ORDER = ("bon", "sop", "smc", "code", "svdd", "rbf", "dps", "rbf+dps")
+METHOD_ORDER = ("bon", "sop", "smc", "code", "svdd", "rbf", "rbf-official", "dps", "rbf+dps")
 MODE_ORDER = ("linear-ode", "linear-sde", "vp-sde")
 LABELS = {"bon": "BoN", "sop": "SoP", "smc": "SMC", "code": "CoDe", "svdd": "SVDD", "rbf": "RBF", "dps": "DPS",
-          "rbf+dps": "RBF+DPS"}
+          "rbf+dps": "RBF+DPS", "rbf-official": "RBF (official code)"}
 
 
 def _num(v):
@@ -45,7 +45,7 @@ def tables(rows, metric="reward_mean", error="reward_se", extra=None, digits=3) 
                 vals = []
                 for b in budgets:
                     r = cells.get((m, mode, b))
-                    if r is None or r["status"] != "ok":
+                    if r is None or r["status"] != "ok" or _num(r.get(metric)) is None:
                         vals.append("–")
                         continue
                     s = f"{_num(r[metric]):.{digits}f}"

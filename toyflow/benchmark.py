@@ -22,6 +22,7 @@ import math
 import os
 import time
 import zlib
+from types import MappingProxyType
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -37,6 +38,11 @@ log = logging.getLogger(__name__)
 
 TASKS_2D = ("rare-mode", "counting", "aesthetic")
 TASKS_MNIST = ("mnist-digit", "mnist-ink", "mnist-thick")
+# named variants of a method: (method, options); "rbf-official" is RBF with the official code's two
+# deviations from the paper (an initial batch of 25 noises, everything left spent at the last step)
+METHOD_VARIANTS = MappingProxyType({
+    "rbf-official": ("rbf", {"initial_particles": 25, "spend_rest_at_last_step": True}),
+})
 COLUMNS = (
     "task", "model", "method", "mode", "budget", "steps", "runs", "status", "reward_mean", "reward_se",
     "realism", "diversity", "nfe_mean", "nfe_max", "wall_time_s", "wall_per_run_s", "accuracy", "fid",
@@ -86,13 +92,14 @@ def make_task(name: str, model: str = "oracle", *, digit: int = 7, data_dir: Opt
         else:
             reward, target = rewards.mnist_digit_thick(digit, classifier), digit
         reference = _reference_digits(data_dir)
+        ref_features = metrics.classifier_features(reference, evaluator) if reference is not None else None
 
         def evaluate(x):
             out = {"diversity": metrics.diversity(x), "feature_diversity": metrics.feature_diversity(x, evaluator)}
             if target is not None:
                 out["accuracy"] = metrics.evaluator_accuracy(x, evaluator, target)
-            if reference is not None and x.shape[0] >= 2:
-                out["fid"] = metrics.classifier_fid(x, reference, evaluator)
+            if ref_features is not None and x.shape[0] >= 2:
+                out["fid"] = metrics.frechet_distance(metrics.classifier_features(x, evaluator), ref_features)
             return out
 
         return Task(name if name != "mnist-digit" else f"mnist-digit-{digit}", "unet", flow, reward, (1, 28, 28), evaluate)
@@ -122,10 +129,11 @@ def run_cell(task: Task, method: str, mode: str, budget: int, *, steps: int = 10
     row = {"task": task.name, "model": task.model_name, "method": method, "mode": mode, "budget": budget,
            "steps": steps, "runs": runs}
     g = torch.Generator().manual_seed(seed + cell_seed(task.name, task.model_name, method, mode, budget, steps))
+    base_method, variant_options = METHOD_VARIANTS.get(method, (method, {}))
     t0 = time.perf_counter()
     try:
-        res = search.run(method, task.model, task.reward, mode=mode, budget=budget, steps=steps, runs=runs,
-                         shape=task.shape, generator=g, **(options or {}))
+        res = search.run(base_method, task.model, task.reward, mode=mode, budget=budget, steps=steps, runs=runs,
+                         shape=task.shape, generator=g, **{**variant_options, **(options or {})})
     except (ValueError, TypeError) as e:  # budget too small, DPS on a non-differentiable reward, ...
         row["status"] = f"skipped: {str(e).splitlines()[0]}"
         return row
@@ -173,9 +181,9 @@ def run_grid(tasks: Sequence[str], methods: Sequence[str], modes: Sequence[str],
     """Run the grid (this shard of it); rows are written to ``out`` (atomically) after every cell."""
     from toyflow import search
 
-    unknown = [m for m in methods if m not in search.METHODS]
+    unknown = [m for m in methods if m not in search.METHODS and m not in METHOD_VARIANTS]
     if unknown:
-        raise ValueError(f"unknown methods {unknown}; choose from {', '.join(search.METHODS)}")
+        raise ValueError(f"unknown methods {unknown}; choose from {', '.join(tuple(search.METHODS) + tuple(METHOD_VARIANTS))}")
     bad_modes = [m for m in modes if m not in search.MODES]
     if bad_modes:
         raise ValueError(f"unknown modes {bad_modes}; choose from {', '.join(search.MODES)}")

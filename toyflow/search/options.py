@@ -9,6 +9,7 @@ where we could not check it), the docstring says "toyflow's choice".
 from __future__ import annotations
 
 import dataclasses
+from types import MappingProxyType
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Union
@@ -218,7 +219,7 @@ class RBFDPSOptions(RBFOptions):
         _positive_float("lam", self.lam)
 
 
-OPTIONS = {
+OPTIONS = MappingProxyType({
     "bon": BoNOptions,
     "sop": SoPOptions,
     "smc": SMCOptions,
@@ -227,7 +228,7 @@ OPTIONS = {
     "rbf": RBFOptions,
     "dps": DPSOptions,
     "rbf+dps": RBFDPSOptions,
-}
+})
 
 
 def valid_keys(method: str) -> list[str]:

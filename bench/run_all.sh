@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Every benchmark figure of bench/RESULTS.md, in the order they were made. Run from the repo root
+# in the project's virtual environment. Times are for this project's 2-core CPU machine.
+set -euo pipefail
+
+# issue 2: flow core (2D time-to-quality, sampler overhead)            ~2 min
+python bench/bench_core.py
+
+# issue 3: search overhead vs bare model calls (256 runs, budget 500)   ~2 min
+python bench/bench_search_overhead.py
+
+# issue 3: the toy replication of the paper's table (2 models x 3 tasks) ~15 min
+toyflow bench search --task rare-mode counting aesthetic --models oracle mlp \
+    --methods bon sop smc code svdd rbf rbf-official --modes linear-ode linear-sde vp-sde \
+    --budgets 50 100 200 500 1000 --runs 64 --out bench/results_2d.csv --plot figures/scaling_2d.png
+python bench/table.py bench/results_2d.csv --extra realism > bench/table_2d.md
+
+# issue 4: MNIST classifiers, flow quality, sampling time               ~2 min
+python bench/bench_mnist.py --data-dir ../shared/data/mnist
+
+# issue 4: image-scale search (16 runs per cell), one CSV per task       ~20 min per task
+for t in mnist-digit mnist-ink mnist-thick; do
+  toyflow bench search --task $t --digits 7 --models unet \
+      --methods bon sop smc code svdd rbf --modes linear-ode linear-sde vp-sde \
+      --budgets 50 100 200 500 --runs 16 --data-dir ../shared/data/mnist --out bench/results_$t.csv
+done
+python bench/table.py bench/results_mnist-*.csv --extra fid > bench/table_mnist.md
+python bench/table.py bench/results_mnist-digit.csv bench/results_mnist-thick.csv --metric accuracy --error "" --extra diversity >> bench/table_mnist.md
