@@ -177,3 +177,15 @@ def test_bad_input_errors():
         dyn.sample(gmm, x, "linear", time_grid="log")
     with pytest.raises(ValueError, match="sigma_t = 0"):
         dyn.score_from_velocity(x, x, torch.zeros(4, dtype=torch.float64), "linear")
+
+
+def test_linear_snr_grid_matches_linear_noise_levels():
+    vp, lin = I.VP(), I.Linear()
+    g = dyn.time_grid("linear-snr", 8, dtype=torch.float64, schedule=vp)
+    u = dyn.time_grid("uniform", 8, dtype=torch.float64)
+    c, cl = vp(g[1:-1]), lin(u[1:-1])
+    torch.testing.assert_close(c.alpha / c.sigma, cl.alpha / cl.sigma, rtol=1e-9, atol=0)
+    assert g[0] == 1 and g[-1] == 0
+    torch.testing.assert_close(dyn.time_grid("linear-snr", 8, dtype=torch.float64, schedule=lin), u)
+    with pytest.raises(ValueError, match="needs the interpolant"):
+        dyn.time_grid("linear-snr", 8)

@@ -44,7 +44,7 @@ METHOD_VARIANTS = MappingProxyType({
     "rbf-official": ("rbf", {"initial_particles": 25, "spend_rest_at_last_step": True}),
 })
 COLUMNS = (
-    "task", "model", "method", "mode", "budget", "steps", "runs", "status", "reward_mean", "reward_se",
+    "task", "model", "method", "mode", "budget", "steps", "time_grid", "runs", "status", "reward_mean", "reward_se",
     "realism", "diversity", "nfe_mean", "nfe_max", "wall_time_s", "wall_per_run_s", "accuracy", "fid",
     "feature_diversity",
 )
@@ -122,18 +122,18 @@ def cell_seed(*coords) -> int:
 
 
 def run_cell(task: Task, method: str, mode: str, budget: int, *, steps: int = 10, runs: int = 64,
-             seed: int = 0, options: Optional[dict] = None) -> dict:
+             seed: int = 0, time_grid: str = "uniform", options: Optional[dict] = None) -> dict:
     """Run one grid cell and return its CSV row (status 'ok' or the reason it could not run)."""
     from toyflow import search
 
     row = {"task": task.name, "model": task.model_name, "method": method, "mode": mode, "budget": budget,
-           "steps": steps, "runs": runs}
+           "steps": steps, "time_grid": time_grid, "runs": runs}
     g = torch.Generator().manual_seed(seed + cell_seed(task.name, task.model_name, method, mode, budget, steps))
     base_method, variant_options = METHOD_VARIANTS.get(method, (method, {}))
     t0 = time.perf_counter()
     try:
         res = search.run(base_method, task.model, task.reward, mode=mode, budget=budget, steps=steps, runs=runs,
-                         shape=task.shape, generator=g, **{**variant_options, **(options or {})})
+                         shape=task.shape, generator=g, time_grid=time_grid, **{**variant_options, **(options or {})})
     except (ValueError, TypeError) as e:  # budget too small, DPS on a non-differentiable reward, ...
         row["status"] = f"skipped: {str(e).splitlines()[0]}"
         return row
@@ -177,7 +177,7 @@ def parse_shard(text: str) -> tuple[int, int]:
 def run_grid(tasks: Sequence[str], methods: Sequence[str], modes: Sequence[str], budgets: Sequence[int], *,
              models: Sequence[str] = ("oracle",), runs: int = 64, steps: int = 10, seed: int = 0,
              shard: tuple[int, int] = (0, 1), out: Optional[Path] = None, digits: Sequence[int] = (7,),
-             data_dir: Optional[str] = None, progress: bool = True) -> list[dict]:
+             data_dir: Optional[str] = None, time_grid: str = "uniform", progress: bool = True) -> list[dict]:
     """Run the grid (this shard of it); rows are written to ``out`` (atomically) after every cell."""
     from toyflow import search
 
@@ -203,7 +203,7 @@ def run_grid(tasks: Sequence[str], methods: Sequence[str], modes: Sequence[str],
         key = (task_name, model, digit)
         if key not in built:
             built[key] = make_task(task_name, model, digit=digit if digit is not None else 7, data_dir=data_dir)
-        rows.append(run_cell(built[key], method, mode, budget, steps=steps, runs=runs, seed=seed))
+        rows.append(run_cell(built[key], method, mode, budget, steps=steps, runs=runs, seed=seed, time_grid=time_grid))
         if out is not None:
             write_csv(out, rows)
     return rows
@@ -219,6 +219,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budgets", nargs="+", type=int, default=[50, 100, 200, 500, 1000])
     p.add_argument("--runs", type=int, default=64, help="independent runs per cell (default 64)")
     p.add_argument("--steps", type=int, default=10, help="denoising steps (default 10)")
+    p.add_argument("--time-grid", default="uniform", help="uniform (default), exp (the paper's) or linear-snr")
     p.add_argument("--digits", nargs="+", type=int, default=[7], help="target digits of mnist-digit / mnist-thick")
     p.add_argument("--data-dir", default=None, help="MNIST IDX folder for FID (default $TOYFLOW_DATA)")
     p.add_argument("--seed", type=int, default=0)
@@ -231,7 +232,7 @@ def main(args: argparse.Namespace) -> int:
     out = Path(args.out)
     rows = run_grid(args.task, args.methods, args.modes, args.budgets, models=args.models, runs=args.runs,
                     steps=args.steps, seed=args.seed, shard=parse_shard(args.shard), out=out,
-                    digits=args.digits, data_dir=args.data_dir)
+                    digits=args.digits, data_dir=args.data_dir, time_grid=args.time_grid)
     print(f"wrote {len(rows)} rows to {out}")
     if args.plot:
         import matplotlib

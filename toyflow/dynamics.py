@@ -47,7 +47,7 @@ VelocityModel = Callable[[Tensor, Tensor], Tensor]
 Diffusion = Union[str, Callable[[Tensor], Tensor]]
 
 DIFFUSIONS = ("square", "constant", "linear", "sigma", "zero")
-TIME_GRIDS = ("uniform", "exp")
+TIME_GRIDS = ("uniform", "exp", "linear-snr")
 
 
 def _expand(c: Tensor, x: Tensor) -> Tensor:
@@ -154,10 +154,22 @@ def diffusion_schedule(
     return lambda t: eta * sched(t).sigma
 
 
-def time_grid(kind: str = "uniform", steps: int = 10, *, dtype=torch.float32, device=None) -> Tensor:
-    """Decreasing times (steps + 1,) from 1 to 0. 'uniform': linspace; 'exp' (paper): t_k = sqrt(1 - (k/N)^2)."""
+def time_grid(
+    kind: str = "uniform", steps: int = 10, *, dtype=torch.float32, device=None,
+    schedule: Optional[Union[str, Interpolant]] = None,
+) -> Tensor:
+    """Decreasing times (steps + 1,) from 1 to 0. 'uniform': linspace; 'exp' (paper): t_k = sqrt(1 - (k/N)^2);
+    'linear-snr': the times of ``schedule`` whose alpha/sigma equal those of the Linear path's uniform
+    grid (the same noise levels, so a converted model is evaluated where the Linear sampler would be)."""
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    if kind == "linear-snr":
+        if schedule is None:
+            raise ValueError("time grid 'linear-snr' needs the interpolant: time_grid('linear-snr', steps, schedule=...)")
+        u = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)[1:-1]
+        inner = get(schedule).snr_inverse((1 - u) / u).clamp(0.0, 1.0)
+        one, zero = torch.ones(1, dtype=torch.float64), torch.zeros(1, dtype=torch.float64)
+        return torch.cat([one, inner, zero]).to(dtype=dtype, device=device)
     if kind == "uniform":
         return torch.linspace(1.0, 0.0, steps + 1, dtype=dtype, device=device)
     if kind == "exp":
@@ -294,7 +306,7 @@ def sample(
     if solver == "heun" and sde:
         raise ValueError("solver='heun' is an ODE solver; use solver='euler' (Euler-Maruyama) with sde=True")
     if isinstance(time_grid, str):
-        times = globals()["time_grid"](time_grid, steps, dtype=x_init.dtype, device=x_init.device)
+        times = globals()["time_grid"](time_grid, steps, dtype=x_init.dtype, device=x_init.device, schedule=schedule)
     else:
         times = time_grid.to(dtype=x_init.dtype, device=x_init.device)
         if times.dim() != 1 or times.numel() < 2 or bool((times[1:] >= times[:-1]).any()):

@@ -139,7 +139,7 @@ class Context:
         self.generator, self.device, self.dtype = generator, device, dtype
         self.sde = mode != "linear-ode"
         self.schedule = interpolants.VP() if mode == "vp-sde" else interpolants.Linear()
-        times64 = dynamics.time_grid(sampler.time_grid, steps, dtype=torch.float64)
+        times64 = dynamics.time_grid(sampler.time_grid, steps, dtype=torch.float64, schedule=self.schedule)
         self.times = times64.to(dtype=dtype, device=device)
         self.velocity_model = GridVelocity(model, mode, times64, dtype, device)
         self.ledger = Ledger(runs, steps, budget, device=device)

@@ -58,8 +58,9 @@ class SamplerOptions:
     - ``diffusion``: g_t for the SDE modes, a name ("square", "constant", "linear", "sigma") or a
       callable g(t). Paper: "square", g_t = eta t^2. Ignored in "linear-ode" (g = 0).
     - ``eta``: diffusion scale. Paper: 3.0.
-    - ``time_grid``: "uniform" (linspace 1 -> 0, the default here) or "exp" (the paper's
-      t_k = sqrt(1 - (k/K)^2)).
+    - ``time_grid``: "uniform" (linspace 1 -> 0, the default here), "exp" (the paper's
+      t_k = sqrt(1 - (k/K)^2)) or "linear-snr" (in vp-sde mode: the VP times with the noise levels
+      of the Linear uniform grid; the same as "uniform" in the Linear modes).
     """
 
     diffusion: Union[str, Callable] = "square"
