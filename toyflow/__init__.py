@@ -7,6 +7,7 @@ A model is any callable ``model(x, t) -> velocity`` with x: (B, *shape), t: (B,)
 
 __version__ = "0.1.0"
 
-from toyflow import dynamics, interpolants, models  # noqa: E402
+from toyflow import dynamics, interpolants, metrics, models, pretrained, rewards, search  # noqa: E402
 
-__all__ = ["dynamics", "interpolants", "models", "__version__"]
+# toyflow.viz (matplotlib), toyflow.train, toyflow.benchmark and toyflow.data.* are imported on use
+__all__ = ["dynamics", "interpolants", "metrics", "models", "pretrained", "rewards", "search", "__version__"]
