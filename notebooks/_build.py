@@ -1,0 +1,1047 @@
+"""Write (and optionally execute) the toyflow notebooks from the cell lists below.
+
+    python notebooks/_build.py                 # write all notebooks, without outputs
+    python notebooks/_build.py --execute       # write and execute them (outputs saved in place)
+    python notebooks/_build.py 02 04 --execute # only the notebooks whose names start with 02 or 04
+
+The notebooks are thin on purpose: prose, a few toyflow calls, plots. Library code lives in the
+package; the one exception is notebook 06, whose point is to write an allocation scheme.
+Execution uses nbclient with the "python3" kernel, the notebooks folder as working directory,
+and prints each notebook's wall time and file size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+HERE = Path(__file__).resolve().parent
+
+FULL_CELL = "FULL = False  # True: longer, better settings"
+
+SETUP = """\
+%matplotlib inline
+%config InlineBackend.figure_format = 'png'
+import warnings
+
+warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm without ipywidgets: plain progress bars
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+plt.rcParams["figure.dpi"] = 80  # also the resolution of toyflow.viz figures shown inline
+"""
+
+
+def md(text: str):
+    return new_markdown_cell(textwrap.dedent(text).strip("\n"))
+
+
+def code(text: str):
+    return new_code_cell(textwrap.dedent(text).strip("\n"))
+
+
+ONE_THREAD = "torch.set_num_threads(1)  # tiny 2D batches: one thread is fastest, and robust on a busy machine\n"
+
+
+def setup(imports: str, one_thread: bool = True):
+    """The second cell of every notebook: inline PNG figures at a moderate resolution, then imports."""
+    return new_code_cell(SETUP + (ONE_THREAD if one_thread else "") + "\n" + textwrap.dedent(imports).strip("\n"))
+
+
+# =============================================================================================
+# 01 flow matching in 2D
+# =============================================================================================
+NB01 = [
+    md(r"""
+    # 01 · Flow matching in 2D
+
+    A **flow model** turns noise into data by integrating a velocity field. toyflow follows the
+    convention of Kim et al. (2025): **t = 0 is data, t = 1 is noise**,
+
+    $$x_t = \alpha_t x_0 + \sigma_t x_1, \qquad x_1 \sim \mathcal N(0, I),$$
+
+    and sampling integrates $\dot x = u_t(x)$ from $t = 1$ down to $t = 0$. For the *Linear*
+    (rectified-flow) interpolant $\alpha_t = 1 - t$, $\sigma_t = t$. The velocity is the
+    conditional expectation $u_t(x) = \mathbb E[\dot\alpha_t x_0 + \dot\sigma_t x_1 \mid x_t = x]$,
+    and flow matching learns it by regression:
+
+    $$\mathcal L = \mathbb E_{t, x_0, x_1}\,\big\|u_\theta(x_t, t) - (\dot\alpha_t x_0 + \dot\sigma_t x_1)\big\|^2 .$$
+
+    On a Gaussian mixture every one of these quantities is available in closed form
+    (`toyflow.models.GaussianMixtureFlow`), so we can check the learned model against the truth.
+    """),
+    code(FULL_CELL),
+    setup("""
+    from toyflow import dynamics, metrics, pretrained, viz
+    from toyflow.data import toy2d
+    from toyflow.models import VelocityMLP
+    from toyflow.train import TrainConfig, train_flow
+    """),
+    md("""
+    ## The data and its exact flow
+
+    Eight Gaussians on a circle of radius 2 (std 0.1). `toy2d.eight_gaussians_gmm()` is the same
+    distribution as a `GaussianMixtureFlow`: the *oracle*.
+    """),
+    code("""
+    g = torch.Generator().manual_seed(0)
+    data = toy2d.sample("8gaussians", 20_000, generator=g)
+    gmm = toy2d.eight_gaussians_gmm()  # exact velocity, x0-prediction, score, log-density
+
+    fig, ax = plt.subplots(figsize=(3.6, 3.6), layout="constrained")
+    ax.scatter(data[:2000, 0], data[:2000, 1], s=2, alpha=0.5)
+    ax.set(aspect="equal", xlim=(-3, 3), ylim=(-3, 3), xlabel="$x[0]$", ylabel="$x[1]$",
+           title="2000 training points (8 Gaussians)");
+    """),
+    md("""
+    ## Train a small MLP for a few seconds
+
+    `train_flow` does conditional flow matching with Adam, a cosine learning rate and EMA weights.
+    With `FULL = False` we train only a few hundred steps to see the loss go down, and then use the
+    shipped model (`pretrained.load("2d-8gaussians")`, trained with the command printed below) for
+    the figures.
+    """),
+    code("""
+    cfg = TrainConfig(steps=3000 if FULL else 300, batch_size=256, lr=2e-3, seed=0, progress=False)
+    result = train_flow(VelocityMLP(dim=2, hidden=128, depth=3), data, "linear", cfg)
+    print(f"{result.steps} steps in {result.wall_time:.1f} s on {result.device}; "
+          f"mean loss over the last 50 steps: {np.mean(result.losses[-50:]):.3f}")
+
+    fig, ax = plt.subplots(figsize=(5, 2.8), layout="constrained")
+    ax.plot(result.losses, lw=0.6)
+    ax.set(xlabel="optimiser step", ylabel="flow-matching loss", title="training loss");
+    """),
+    code("""
+    model = result.model if FULL else pretrained.load("2d-8gaussians")
+    print("model used below:", "just trained" if FULL else "shipped: " + pretrained.info("2d-8gaussians")["command"])
+    """),
+    md(r"""
+    ## The velocity field at several times
+
+    Sampling runs *backwards* in t, so a particle moves along $-u_t(x)$. The arrows show $-u_t$ of
+    the MLP (top) and of the exact flow (bottom). At $t = 1$ every point is pushed toward the data
+    mean; as $t \to 0$ the field splits toward the eight modes.
+    """),
+    code("""
+    ticks = torch.linspace(-2.8, 2.8, 15)
+    grid = torch.cartesian_prod(ticks, ticks)  # (225, 2) points
+    times = (1.0, 0.7, 0.4, 0.1)
+    fig, axs = plt.subplots(2, len(times), figsize=(12, 6.4), sharex=True, sharey=True, layout="constrained")
+    for j, t in enumerate(times):
+        tt = torch.full((len(grid),), t)
+        with torch.no_grad():
+            fields = {"MLP": model(grid, tt), "exact": gmm.velocity(grid, tt)}
+        for i, (name, u) in enumerate(fields.items()):
+            ax = axs[i, j]
+            speed = u.norm(dim=1)
+            direction = -u / speed[:, None]  # unit arrows; the colour shows the speed
+            ax.quiver(grid[:, 0], grid[:, 1], direction[:, 0], direction[:, 1], speed, cmap="viridis",
+                      angles="xy", scale_units="xy", scale=3.0, width=0.007)
+            ax.set(aspect="equal", title=f"{name}: $-u_t$ at t = {t:g}")
+            if i == 1:
+                ax.set_xlabel("$x[0]$")
+            if j == 0:
+                ax.set_ylabel("$x[1]$")
+    fig.suptitle("velocity fields: arrow = direction of motion while sampling, colour = speed |u| (per panel)");
+    """),
+    md(r"""
+    ## ODE trajectories from the same noise
+
+    `dynamics.sample(model, x1, steps=..., record=True)` integrates with Euler steps and records the
+    states $x_t$ and the predictions $\hat x_0(x_t) = x_t - t\,u_t(x_t)$ (Tweedie's formula for the
+    Linear interpolant). The paths of the MLP and of the exact flow nearly coincide.
+    """),
+    code("""
+    x1 = torch.randn(256, 2, generator=torch.Generator().manual_seed(1))
+    trajs = {
+        "MLP": dynamics.sample(model, x1, "linear", steps=20, record=True),
+        "exact flow": dynamics.sample(gmm, x1, "linear", steps=20, record=True),
+    }
+    viz.trajectories_2d(trajs, n_show=64, gmm=gmm, title="Linear ODE, 20 Euler steps, the same 64 noises")
+    """),
+    md(r"""
+    ## How good is the model? Compare with the oracle
+
+    Two checks: the relative velocity error on exact samples of $p_t$ (they come from
+    `gmm.sample_marginal`), and the **energy distance** between generated samples and exact
+    samples. We use its unbiased estimate, which is 0 on average for two sets from the same
+    distribution; the "floor" line shows how much it fluctuates between two independent exact sets
+    of the same size. Values within a couple of floor standard deviations of 0 are
+    indistinguishable from exact sampling at this sample size.
+    """),
+    code("""
+    g = torch.Generator().manual_seed(2)
+    for t in (0.9, 0.5, 0.2, 0.05):
+        x = gmm.sample_marginal(2000, t, generator=g)
+        with torch.no_grad():
+            u_mlp = model(x, torch.full((2000,), t))
+        u_true = gmm.velocity(x, t)
+        rel = ((u_mlp - u_true).norm(dim=1) / u_true.norm(dim=1)).median()
+        print(f"t = {t:4.2f}: median relative velocity error {rel:.3f}")
+    """),
+    code("""
+    n = 5000 if FULL else 2000
+    g = torch.Generator().manual_seed(3)
+    exact = gmm.sample(n, generator=g)
+    x1 = torch.randn(n, 2, generator=g)
+    floor = metrics.energy_distance_floor(gmm.sample, n, generator=g, repeats=5, unbiased=True)
+    print(f"floor (two exact sample sets of {n}): {floor.mean:+.4f} ± {floor.std:.4f}")
+    for steps in (2, 5, 20, 100):
+        ed_mlp = metrics.energy_distance(dynamics.sample(model, x1, steps=steps).x, exact, unbiased=True)
+        ed_exact = metrics.energy_distance(dynamics.sample(gmm, x1, steps=steps).x, exact, unbiased=True)
+        print(f"{steps:3d} Euler steps: energy distance  MLP {ed_mlp:+.4f}   exact flow {ed_exact:+.4f}")
+    """),
+    md(r"""
+    With 2 Euler steps both the MLP and the exact flow are far off: that is discretisation, not the
+    model. From about 20 steps on, both are indistinguishable from exact samples at this sample
+    size: velocity errors of a few percent barely move the distribution of the samples (the
+    energy distance with more samples, `FULL = True`, is more sensitive).
+
+    ## Exercises
+
+    1. **Another data set.** Train on `"moons"` or `"checkerboard"` (`toy2d.sample`). There is no
+       oracle there: measure the energy distance against fresh data samples instead, and find how
+       many training steps it takes to reach the floor.
+    2. **Solvers.** `dynamics.sample(..., solver="heun")` costs two velocity evaluations per step.
+       At equal NFE (e.g. 10 Euler steps vs 5 Heun steps), which is closer to the exact samples?
+    3. **Another interpolant.** Train with `"cosine"` or `"vp"` instead of `"linear"` (the loss
+       target changes, the code does not) and plot the ODE trajectories. Why are they more curved,
+       and what does that mean for a 5-step sampler?
+    4. **One Gaussian by hand.** For $p_0 = \mathcal N(\mu, s^2 I)$ derive $u_t(x)$ for the Linear
+       interpolant and check your formula against `GaussianMixtureFlow([mu], s).velocity`.
+    5. **Where is the model worst?** Plot the relative velocity error against t on a fine grid.
+       Why does it grow near t = 0, and why does that matter less for sampling than it seems?
+    """),
+]
+
+# =============================================================================================
+# 02 ODE -> SDE
+# =============================================================================================
+NB02 = [
+    md(r"""
+    # 02 · From the ODE to an SDE with the same marginals
+
+    Inference-time search needs **randomness**: to choose among several continuations of a
+    particle, the sampler must be able to propose different ones. A flow model gives a
+    deterministic ODE, but for any diffusion coefficient $g_t \ge 0$ the SDE
+
+    $$dx = \Big[u_t(x) - \frac{g_t^2}{2}\,\nabla\log p_t(x)\Big]\,dt + g_t\,d\bar w
+    \quad\text{(integrated from } t = 1 \text{ to } 0)$$
+
+    has the **same marginals** $p_t$ (Kim et al. 2025, Sec. 3.1). One Euler–Maruyama step from
+    $t$ to $t - h$ is
+
+    $$x \leftarrow x - h\,u + h\,\frac{g_t^2}{2}\,\nabla\log p_t(x) + g_t\sqrt h\,z .$$
+
+    The score is not a new network: it follows from the velocity,
+    $\nabla\log p_t(x) = -\hat x_1/\sigma_t$ with $\hat x_1 = (\dot\alpha_t x - \alpha_t u)/(\dot\alpha_t\sigma_t - \dot\sigma_t\alpha_t)$.
+    """),
+    code(FULL_CELL),
+    setup("""
+    from toyflow import dynamics, metrics, pretrained, viz
+    from toyflow.data import toy2d
+
+    gmm = toy2d.eight_gaussians_gmm()          # exact flow of the 8 Gaussians
+    model = pretrained.load("2d-8gaussians")   # shipped MLP trained on the same data
+    """),
+    md(r"""
+    ## The score from the velocity
+
+    `dynamics.score_from_velocity(x, u, t, schedule)` applies the formula above. With the *exact*
+    velocity it must give the exact score (`gmm.score`) to round-off; with the MLP's velocity it
+    inherits the model's error, amplified by $1/\sigma_t$ as $t \to 0$.
+    """),
+    code("""
+    g = torch.Generator().manual_seed(0)
+    print(" t     max |score(u_exact) - score|   median rel. error of score(u_MLP)")
+    for t in (0.9, 0.5, 0.2, 0.05, 0.01):
+        x = gmm.sample_marginal(2000, t, generator=g, dtype=torch.float64)
+        t = torch.tensor(t, dtype=torch.float64)  # the same float64 time for every function
+        true = gmm.score(x, t)
+        from_exact = dynamics.score_from_velocity(x, gmm.velocity(x, t), t, "linear")
+        with torch.no_grad():
+            u_mlp = model(x.float(), t.float().expand(2000)).double()
+        from_mlp = dynamics.score_from_velocity(x, u_mlp, t, "linear")
+        rel = ((from_mlp - true).norm(dim=1) / true.norm(dim=1)).median()
+        print(f"{t:4.2f}   {(from_exact - true).abs().max():.2e}                      {rel:.3f}")
+    """),
+    md(r"""
+    ## Diffusion schedules $g_t$
+
+    `dynamics.diffusion_schedule(name, eta, schedule)` returns $g(t)$. The paper's default is
+    `"square"`, $g_t = \eta t^2$ with $\eta = 3$: a lot of noise early (where the sample is still
+    undecided), none at the end (so the last steps only sharpen the sample).
+    """),
+    code("""
+    t = torch.linspace(0, 1, 201)
+    fig, ax = plt.subplots(figsize=(5.5, 3.4), layout="constrained")
+    for name in ("square", "linear", "constant", "sigma"):
+        gt = dynamics.diffusion_schedule(name, eta=1.0, schedule="linear")(t)
+        ax.plot(t, gt, label=f"{name}")
+    ax.set(xlabel="t (1 = noise, 0 = data)", ylabel="$g_t$ for $\\\\eta = 1$", title="diffusion schedules")
+    ax.legend(title="diffusion");
+    """),
+    md(r"""
+    ## ODE vs SDE from the same noise
+
+    $\eta = 0$ is the ODE. With $\eta = 1$ and $\eta = 3$ the paths wander, and so do the
+    predictions $\hat x_0(x_t)$ (bottom row): early on, an SDE particle can still change mode.
+    """),
+    code("""
+    x1 = torch.randn(64, 2, generator=torch.Generator().manual_seed(1))
+    trajs = {
+        f"η = {eta:g}": dynamics.sample(model, x1, "linear", steps=20, sde=eta > 0, eta=eta,
+                                        generator=torch.Generator().manual_seed(2), record=True)
+        for eta in (0.0, 1.0, 3.0)
+    }
+    viz.trajectories_2d(trajs, n_show=64, gmm=gmm, title="shipped MLP, Linear path, 20 steps, $g_t = \\\\eta t^2$")
+    """),
+    md(r"""
+    ## Same marginals? Check it with the energy distance
+
+    We sample the **exact** flow (so only the discretisation error is left) with the ODE and the
+    SDE at several step counts, and compare to exact data with the (unbiased) energy distance,
+    next to its fluctuation between two exact sample sets (the floor, see notebook 01). Values
+    within a couple of floor standard deviations of 0 mean "indistinguishable from exact samples".
+    """),
+    code("""
+    n = 4000 if FULL else 2000
+    step_counts = (5, 20, 100, 400) if FULL else (5, 20, 100)
+    g = torch.Generator().manual_seed(3)
+    exact = gmm.sample(n, generator=g)
+    x1 = torch.randn(n, 2, generator=g)
+    floor = metrics.energy_distance_floor(gmm.sample, n, generator=g, repeats=5, unbiased=True)
+    print(f"floor (two exact sets of {n}): {floor.mean:+.4f} ± {floor.std:.4f}")
+    print("eta   " + "   ".join(f"{s:>4d} steps" for s in step_counts))
+    for eta in (0.0, 1.0, 3.0):
+        eds = [metrics.energy_distance(dynamics.sample(gmm, x1, "linear", steps=s, sde=eta > 0, eta=eta,
+                                                       generator=torch.Generator().manual_seed(4)).x,
+                                       exact, unbiased=True)
+               for s in step_counts]
+        print(f"{eta:3g}   " + "   ".join(f"{e:+10.4f}" for e in eds))
+    """),
+    md(r"""
+    The marginals at intermediate times agree too: the heatmaps are the exact $p_t$, the dots are
+    SDE particles ($\eta = 3$, 50 steps) at the same times.
+    """),
+    code("""
+    traj = dynamics.sample(gmm, x1[:300], "linear", steps=50, sde=True, eta=3.0,
+                           generator=torch.Generator().manual_seed(5), record=True)
+    viz.density_panels(gmm, times=(1.0, 0.6, 0.3, 0.1, 0.0), traj=traj)
+    """),
+    md(r"""
+    ## Why this matters for search: proposals from one state
+
+    Take **one** particle at $t = 0.6$ and make 64 one-step proposals to $t = 0.5$. Their
+    predictions $\hat x_0$ are all identical for the ODE (nothing to choose from), and spread out
+    for the SDE, for $\eta = 3$ towards the neighbouring modes: a search method can pick the one
+    with the best reward.
+    """),
+    code("""
+    t, t_next, M = torch.tensor(0.6), torch.tensor(0.5), 64
+    state = gmm.sample_marginal(1, 0.6, generator=torch.Generator().manual_seed(6)).expand(M, 2)
+    data = gmm.sample(1000, generator=torch.Generator().manual_seed(8))
+    fig, axs = plt.subplots(1, 3, figsize=(10, 3.6), sharex=True, sharey=True, layout="constrained")
+    for ax, eta in zip(axs, (0.0, 1.0, 3.0)):
+        ax.scatter(data[:, 0], data[:, 1], s=2, c="0.8", label="data")
+        u = gmm.velocity(state, t)
+        g_t = dynamics.diffusion_schedule("square", eta)(t).expand(M)
+        z = torch.randn(M, 2, generator=torch.Generator().manual_seed(7))
+        proposals = dynamics.step(state, u, t.expand(M), t_next.expand(M), "linear", g=g_t, noise=z)
+        x0_hat = dynamics.x0_from_velocity(proposals, gmm.velocity(proposals, t_next), t_next, "linear")
+        ax.scatter(x0_hat[:, 0], x0_hat[:, 1], s=12, alpha=0.6, label="$\\\\hat x_0$ of proposals")
+        ax.scatter(state[:1, 0], state[:1, 1], marker="x", c="k", s=60, label="current state $x_{0.6}$")
+        ax.set(aspect="equal", xlim=(-3, 3), ylim=(-3, 3), xlabel="$x[0]$",
+               title=f"η = {eta:g}: diversity {metrics.diversity(x0_hat):.2f}")
+    axs[0].set_ylabel("$x[1]$")
+    axs[0].legend(loc="upper left", fontsize="small");
+    """),
+    md(r"""
+    ## Exercises
+
+    1. **Stiffness.** For $\eta = 10$, find the number of steps the SDE needs to reach the noise
+       floor. Which term of the update becomes large, and where in t?
+    2. **Other schedules.** Repeat the energy-distance table with `diffusion="constant"` and
+       `diffusion="sigma"`. Which schedule gives the most proposal diversity at $t = 0.6$ for the
+       same energy distance at 50 steps?
+    3. **The last step.** `dynamics.step` replaces the final step to $t = 0$ by $\hat x_0$. Show
+       that for the Linear interpolant this equals the Euler step, and explain why the score term
+       cannot be used at $t = 0$.
+    4. **A wrong score.** Replace the score by half of it in the update (implement the step by hand
+       with `dynamics.score_from_velocity`). What happens to the marginals? Measure it.
+    5. **Model error.** Use the MLP instead of `gmm` in the energy-distance table. Does the SDE
+       hide or amplify the model's error compared with the ODE?
+    """),
+]
+
+# =============================================================================================
+# 03 Linear -> VP
+# =============================================================================================
+NB03 = [
+    md(r"""
+    # 03 · From the Linear to the VP interpolant
+
+    A model trained on the Linear path ($\alpha_t = 1 - t$, $\sigma_t = t$) can be used on any other
+    path with the same data, e.g. the **variance-preserving** (VP) path of diffusion models,
+    $\bar\alpha_r = e^{-T(r)/2}$, $\bar\sigma_r = \sqrt{1 - e^{-T(r)}}$ with
+    $T(r) = \tfrac12 r^2(\beta_{\max} - \beta_{\min}) + r\beta_{\min}$. Two paths with the same
+    **signal-to-noise ratio** $\alpha/\sigma$ describe the same noisy data up to a scale, so
+    (Kim et al. 2025, Sec. 3.2) for target time $r$:
+
+    $$t_r = \mathrm{snr}^{-1}_{\text{Linear}}\!\big(\bar\alpha_r/\bar\sigma_r\big),\quad s_r = \bar\sigma_r/\sigma_{t_r},\quad
+    \bar u_r(x) = \frac{\dot s_r}{s_r}\,x + s_r\,\dot t_r\,u_{t_r}\!\big(x/s_r\big).$$
+
+    `interpolants.convert(model, source="linear", target="vp")` is this formula.
+    """),
+    code(FULL_CELL),
+    setup("""
+    from toyflow import dynamics, interpolants, metrics, pretrained, rewards, search, viz
+    from toyflow.data import toy2d
+
+    lin, vp = interpolants.Linear(), interpolants.VP()
+    gmm = toy2d.eight_gaussians_gmm()  # the exact Linear-path flow
+    """),
+    md("""
+    ## Matching the signal-to-noise ratio
+
+    Left: $\\alpha/\\sigma$ of both paths (log scale). The VP path stays close to pure noise for a
+    long time (SNR < 0.2 until $r \\approx 0.6$) and then rushes to the data. Right: the Linear time
+    $t_r$ with the same SNR, and the scale $s_r$ between the two states.
+    """),
+    code("""
+    r = torch.linspace(0.005, 0.995, 199, dtype=torch.float64)
+    conv = interpolants.ConvertedVelocity(gmm, source=lin, target=vp)
+    t_r, s_r, dt_r, ds_r = conv.source_time_and_scale(r)
+
+    fig, axs = plt.subplots(1, 2, figsize=(10, 3.6), layout="constrained")
+    for sched, name in ((lin, "Linear"), (vp, "VP")):
+        c = sched(r)
+        axs[0].plot(r, c.alpha / c.sigma, label=name)
+    axs[0].set(yscale="log", xlabel="time (1 = noise, 0 = data)", ylabel="SNR  $\\\\alpha/\\\\sigma$",
+               title="signal-to-noise ratio")
+    axs[0].legend()
+    axs[1].plot(r, t_r, label="Linear time $t_r$ with the same SNR")
+    axs[1].plot(r, s_r, label="scale $s_r = \\\\bar\\\\sigma_r / \\\\sigma_{t_r}$")
+    axs[1].plot(r, r, c="0.7", ls=":", label="identity")
+    axs[1].set(xlabel="VP time r", title="the scale-time map")
+    axs[1].legend(fontsize="small");
+    """),
+    md("""
+    `snr_inverse` inverts the SNR in closed form; a round trip recovers the time:
+    """),
+    code("""
+    for sched in (lin, vp):
+        c = sched(r)
+        print(f"{sched!r:32s} max |snr_inverse(alpha/sigma) - t| = {(sched.snr_inverse(c.alpha / c.sigma) - r).abs().max():.1e}")
+    """),
+    md(r"""
+    ## The conversion is exact
+
+    For a Gaussian mixture we know the VP-path velocity in closed form
+    (`gmm.with_schedule("vp")`). Converting the exact Linear velocity must give it to float64
+    round-off, at every time and everywhere in space.
+    """),
+    code("""
+    gmm_vp = gmm.with_schedule("vp")
+    u_vp = interpolants.convert(gmm, source="linear", target="vp")
+    g = torch.Generator().manual_seed(0)
+    for rr in (0.95, 0.7, 0.4, 0.1, 0.01):
+        x = gmm_vp.sample_marginal(1000, rr, generator=g, dtype=torch.float64)
+        rt = torch.full((1000,), rr, dtype=torch.float64)
+        err = (u_vp(x, rt) - gmm_vp.velocity(x, rt)).abs().max()
+        print(f"r = {rr:4.2f}: max |converted - exact VP velocity| = {err:.1e}")
+    """),
+    md(r"""
+    With a *learned* model the formula still holds, but only the second term carries the model (and
+    its error, multiplied by $s_r\dot t_r$); the first term $(\dot s_r/s_r)\,x$ is exact. Where the
+    two terms nearly cancel, the converted velocity is small and its *relative* error is much larger
+    than the model's own error at $t_r$. Worth knowing before running VP-SDE search with an
+    imperfect model:
+    """),
+    code("""
+    model = pretrained.load("2d-8gaussians")
+    u_model_vp = interpolants.convert(model, source="linear", target="vp")
+    print(" r     t_r    s_r dt_r/dr   median rel. error: MLP at t_r (Linear)   converted MLP (VP)")
+    for rr in (0.8, 0.7, 0.5, 0.3, 0.1, 0.05):
+        x = gmm_vp.sample_marginal(2000, rr, generator=g)
+        rt = torch.full((2000,), rr)
+        t_src, s, dt, _ = (float(v) for v in conv.source_time_and_scale(torch.tensor([rr], dtype=torch.float64)))
+        with torch.no_grad():
+            u_true = gmm_vp.velocity(x, rt)
+            rel_vp = ((u_model_vp(x, rt) - u_true).norm(dim=1) / u_true.norm(dim=1)).median()
+            x_lin, t_lin = x / s, torch.full((2000,), t_src)
+            u_lin = gmm.velocity(x_lin, t_lin)
+            rel_lin = ((model(x_lin, t_lin) - u_lin).norm(dim=1) / u_lin.norm(dim=1)).median()
+        print(f"{rr:4.2f}  {t_src:5.3f}  {s * dt:8.2f}      {rel_lin:22.3f}   {rel_vp:22.3f}")
+    """),
+    md("""
+    ## Sampling on the VP path
+
+    The converted model is sampled like any other: `dynamics.sample(u_vp, x1, "vp", ...)`. From the
+    same noise, the VP SDE's predictions $\hat x_0$ (bottom right) stay near the centre for longer
+    and then go almost straight to a mode: on a uniform grid in its own time, the VP path spends
+    its first steps at a very low SNR, where all its noise is injected.
+    """),
+    code("""
+    x1 = torch.randn(64, 2, generator=torch.Generator().manual_seed(1))
+    trajs = {
+        "Linear SDE": dynamics.sample(gmm, x1, "linear", steps=20, sde=True, generator=torch.Generator().manual_seed(2), record=True),
+        "VP SDE": dynamics.sample(u_vp, x1, "vp", steps=20, sde=True, generator=torch.Generator().manual_seed(2), record=True),
+    }
+    viz.trajectories_2d(trajs, n_show=64, gmm=gmm, title="exact flow, 20 steps, $g_t = 3t^2$ in each path's own time")
+    """),
+    md(r"""
+    ## Does VP widen the search space?
+
+    The paper argues that the VP SDE gives search more room: the predictions $\hat x_0$ of the
+    proposals drawn **from the same state** are more diverse. We can measure it directly: SVDD draws
+    its proposals from the current particle, and `record=True` keeps them all
+    (`history.proposals_x0[k]`, shape (runs, M, 2)). The diversity of one step's proposals is their
+    mean pairwise distance (`metrics.diversity`).
+    """),
+    code("""
+    task_gmm, reward = rewards.task("rare-mode")
+    runs = 32 if FULL else 12
+    settings = [("square", 3.0), ("square", 10.0)]
+    diversity = {}
+    for diffusion, eta in settings:
+        for mode in ("linear-sde", "vp-sde"):
+            res = search.run("svdd", task_gmm, reward, mode=mode, budget=200, steps=10, runs=runs, shape=(2,),
+                             generator=torch.Generator().manual_seed(0), record=True, diffusion=diffusion, eta=eta)
+            h = res.history
+            diversity[(mode, eta)] = [
+                np.mean([metrics.diversity(h.proposals_x0[k][i][h.proposal_mask[k][i]]) for i in range(runs)])
+                for k in range(1, 10)
+            ]
+            print(f"eta = {eta:4g}, {viz.mode_label(mode)}: mean reward {res.rewards.mean():.3f}")
+    """),
+    code("""
+    vp_t_lin = conv.source_time_and_scale(torch.linspace(1, 0, 11, dtype=torch.float64)[1:-1])[0].numpy()
+    lin_t = np.linspace(1, 0, 11)[1:-1]
+    fig, axs = plt.subplots(1, 2, figsize=(11, 3.8), layout="constrained", sharey=True)
+    for (mode, eta), d in diversity.items():
+        style = {"color": "C0" if mode == "linear-sde" else "C3", "ls": "-" if eta == 3.0 else "--", "marker": "o"}
+        axs[0].plot(range(1, 10), d, label=f"{viz.mode_label(mode)}, η = {eta:g}", **style)
+        axs[1].plot(lin_t if mode == "linear-sde" else vp_t_lin, d, **style)
+    axs[0].set(xlabel="grid step k (uniform grid, 10 steps)", ylabel="diversity of the proposals' $\\\\hat x_0$",
+               title="per step index")
+    axs[1].set(xlabel="Linear-equivalent time $t$ of the step (same SNR)", title="per noise level", xlim=(1.02, -0.02))
+    axs[0].legend(fontsize="small")
+    fig.suptitle("SVDD on the rare-mode task (exact flow): spread of the proposals drawn from one state");
+    """),
+    md(r"""
+    What this toy shows (with the exact flow, 10 uniform steps): with the paper's $g_t = 3t^2$,
+    measured in each path's own clock, the **Linear SDE** proposals are the more diverse ones at
+    every step. The VP path spends its first steps at a very low SNR (where $\hat x_0$ is close to
+    the data mean whatever the noise) and its $g_t = 3r^2$ is small in the late steps where the
+    decisions are made. The VP SDE however **tolerates a much larger $\eta$**: at $\eta = 10$ its
+    proposals spread over the modes in the middle steps and its samples stay on the data, while the
+    Linear SDE over-diffuses (see the mean rewards printed above). "Wider search" therefore depends
+    on the diffusion schedule, the time grid and $\eta$ together: the exercises explore it.
+
+    ## Exercises
+
+    1. **Equal footing.** Compare Linear SDE and VP SDE at the same *noise level*: choose the VP
+       grid so that its Linear-equivalent times are uniform (hint: `vp.snr_inverse` of the Linear
+       SNR). Which path gives more diverse proposals now?
+    2. **The η sweep.** For η in (1, 3, 5, 10, 20), plot SVDD's mean reward and realism
+       (`metrics.realism`) for both modes. Where does each one break?
+    3. **Another target path.** Convert to the `Cosine()` interpolant instead of VP and repeat the
+       exactness check. What changes in $s_r$ and $t_r$?
+    4. **β_max.** `interpolants.VP(beta_max=...)` changes how long the VP path stays near noise.
+       How does the diversity curve move with β_max = 5, 10, 20?
+    5. **Derive it.** Show that $x \mapsto s_r x$ maps $p^{\text{Linear}}_{t_r}$ to $p^{\text{VP}}_r$, and
+       derive the converted velocity by differentiating $\bar x_r = s_r\,x_{t_r}$ in $r$.
+    """),
+]
+
+# =============================================================================================
+# 04 inference-time scaling in 2D
+# =============================================================================================
+NB04 = [
+    md(r"""
+    # 04 · Inference-time scaling on 2D toy tasks
+
+    We want samples that are both **realistic** (likely under the model) and **rewarded**: the
+    ideal is the tilted distribution $p^*(x) \propto p_0(x)\,e^{r(x)/\lambda}$. Search methods spend
+    a budget of **NFE** (number of function evaluations: one velocity evaluation of one particle)
+    per sample to approach it. toyflow implements the paper's baselines and its method:
+
+    | method | idea |
+    | --- | --- |
+    | BoN | N = budget / steps full samples, keep the best |
+    | SoP | search over paths: re-noise and re-denoise a few paths, keep the best |
+    | SMC | N particles, weights $e^{\Delta r/\lambda}$, resample when the ESS drops |
+    | SVDD | at every step, M proposals from the current particle, keep the best |
+    | CoDe | SVDD over blocks of L steps |
+    | RBF | proposals one at a time, accept the first that beats the best so far; unused NFE roll over |
+
+    Rewards are evaluated on $\hat x_0$ of a state. Every method runs in the three generation modes
+    `linear-ode`, `linear-sde`, `vp-sde`.
+    """),
+    code(FULL_CELL),
+    setup("""
+    from toyflow import benchmark, dynamics, metrics, rewards, search, viz
+    from toyflow.demo import format_table
+
+    RUNS = 64 if FULL else 24
+    METHODS = ("bon", "sop", "smc", "svdd", "code", "rbf")
+    SMC = {"lam": 0.05}  # the rewards are O(1): SMC needs a small temperature to reweight at all
+    """),
+    md(r"""
+    ## The three toy tasks and their tilted targets
+
+    Each task is a base mixture (the "pretrained model", here the *exact* flow so that only the
+    search is being tested) and a reward: `rare-mode` (a bump on a mode with 2 % of the mass,
+    differentiable), `counting` (minus a grid-cell count error, piecewise constant), `aesthetic`
+    (a smooth tanh of a projection; two modes tie). `metrics.tilted_oracle` computes $p^*$ on a grid.
+    """),
+    code("""
+    fig, axs = plt.subplots(1, 3, figsize=(13, 4.2), layout="constrained", sharey=True)
+    for ax, name in zip(axs, rewards.TASKS):
+        gmm, reward = rewards.task(name)
+        oracle = metrics.tilted_oracle(gmm, reward, lam=0.1, grid_size=160)
+        base = gmm.sample(300, generator=torch.Generator().manual_seed(0))
+        viz.tilted_target(oracle, {"base": base}, ax=ax, max_points=300)
+        ax.set_title(f"{name}: $E_{{p^*}}[r]$ = {oracle.expected_reward:.2f}, $E_{{p_0}}[r]$ = {oracle.base_expected_reward:.2f}",
+                     fontsize="medium")
+    fig.suptitle("tilted targets $p^*$ (grey, $\\\\lambda$ = 0.1) and samples of the base model");
+    """),
+    md("""
+    ## Every method on the rare-mode task
+
+    `search.run(method, model, reward, mode=..., budget=..., steps=..., runs=...)` runs `runs`
+    independent searches at once and returns a `SearchResult` (samples, rewards, NFE per step and,
+    with `record=True`, the full history).
+    """),
+    code("""
+    gmm, reward = rewards.task("rare-mode")
+    results = {}
+    for i, m in enumerate(METHODS):
+        results[m] = search.run(m, gmm, reward, mode="linear-sde", budget=200, steps=10, runs=RUNS, shape=(2,),
+                                generator=torch.Generator().manual_seed(i), record=True, **(SMC if m == "smc" else {}))
+    for m, res in results.items():
+        print(f"{viz.method_label(m):5s} mean reward {res.rewards.mean():.3f}   realism {metrics.realism(res.samples, gmm):6.2f}"
+              f"   NFE spent {res.nfe.double().mean():6.1f} of {res.budget}")
+    """),
+    md(r"""
+    ### Where the samples land
+
+    One sample per run, over the tilted target. BoN can only reweight what the base model
+    produces; the step-wise methods steer towards the rare mode.
+    """),
+    code("""
+    oracle = metrics.tilted_oracle(gmm, reward, lam=0.1, grid_size=160)
+    fig, axs = plt.subplots(2, 3, figsize=(11, 7.4), sharex=True, sharey=True, layout="constrained")
+    for ax, (m, res) in zip(axs.ravel(), results.items()):
+        viz.tilted_target(oracle, {m: res.samples}, ax=ax)
+        ax.set_title(f"{viz.method_label(m)}: mean reward {res.rewards.mean():.2f}")
+    fig.suptitle("rare-mode task: $p^*$ ($\\\\lambda$ = 0.1, grey) and one sample per run (Linear SDE, 200 NFE)");
+    """),
+    md(r"""
+    ### Particle trajectories
+
+    The history holds every held particle: `history.states` (runs, K + 1, N, 2). For the single-path
+    methods (SVDD, RBF) we draw one path per run; for BoN the N parallel samples of one run; the
+    chosen one ends on the rare mode only if one of them happened to go there.
+    """),
+    code("""
+    times = results["bon"].history.times
+    paths = {
+        "BoN, run 0 (N = 20 samples)": results["bon"].history.states[0],          # (K + 1, N, 2)
+        f"SVDD ({RUNS} runs)": results["svdd"].history.states[:, :, 0].transpose(0, 1),  # (K + 1, R, 2)
+        f"RBF ({RUNS} runs)": results["rbf"].history.states[:, :, 0].transpose(0, 1),
+    }
+    trajs = {name: dynamics.Trajectory(x=xs[-1], times=times, nfe=0, xs=xs, x0s=None) for name, xs in paths.items()}
+    viz.trajectories_2d(trajs, show_x0=False, gmm=gmm, title="held particles of the search, Linear SDE")
+    """),
+    md(r"""
+    ### Budget allocation per step
+
+    BoN and SMC spend N NFE at every step. SVDD and CoDe spend a fixed quota per step. RBF stops a
+    step at the first improving proposal and **rolls the unused quota over** to later steps; its
+    per-step spending varies from run to run (error bars: std across runs).
+    """),
+    code("""
+    viz.budget_allocation({m: results[m] for m in ("bon", "smc", "svdd", "code", "rbf")})
+    """),
+    md("""
+    RBF step by step for one run: every proposal's reward (grey circles: rejected, stars: accepted),
+    and below, the quota each step received (its own share plus what rolled over) and what it spent.
+    """),
+    code("""
+    viz.rbf_steps(results["rbf"], run=0)
+    """),
+    md(r"""
+    SMC's effective sample size: when the rewards of the particles start to differ, the weights
+    concentrate, the ESS drops below the threshold and the particles are resampled.
+    """),
+    code("""
+    viz.smc_ess(results["smc"])
+    """),
+    md("""
+    ## The three tasks, three modes
+
+    One budget (100 NFE), every method and mode; `toyflow.benchmark.run_cell` returns a tidy row
+    and `toyflow.demo.format_table` prints them. In the Linear ODE the step-wise methods have
+    nothing to choose from (every proposal is the same), which is the paper's motivation for the SDE.
+    """),
+    code("""
+    rows = []
+    for name in rewards.TASKS:
+        task = benchmark.make_task(name, "oracle")
+        for m in ("bon", "smc", "svdd", "rbf"):
+            for mode in search.MODES:
+                rows.append(benchmark.run_cell(task, m, mode, 100, steps=10, runs=RUNS,
+                                               options=SMC if m == "smc" else None))
+    for name in rewards.TASKS:
+        print(format_table([r for r in rows if r["task"] == name], title=f"task: {name}, budget 100"), end="\\n\\n")
+    """),
+    md("""
+    ## A small scaling curve
+
+    Mean reward against the budget (bands: ± standard error over the runs). The command
+    `toyflow bench search` runs the same grid from the shell and writes a CSV.
+    """),
+    code("""
+    budgets = (25, 50, 100, 200, 400) if FULL else (50, 100, 200)
+    task = benchmark.make_task("rare-mode", "oracle")
+    rows = [benchmark.run_cell(task, m, mode, b, steps=10, runs=RUNS, options=SMC if m == "smc" else None)
+            for m in ("bon", "smc", "svdd", "rbf") for mode in ("linear-sde", "vp-sde") for b in budgets]
+    fig = viz.scaling_curves(rows, title="rare-mode task, exact flow: mean reward vs NFE budget")
+    fig.set_size_inches(7.5, 4.2)
+    fig
+    """),
+    md(r"""
+    ## Gradient guidance: DPS
+
+    The rare-mode reward is differentiable, so DPS can add $(1/\lambda)\nabla_x r(\hat x_0)$ to the
+    drift, and RBF+DPS combines it with RBF. On the counting task (piecewise constant) they refuse
+    with an explanation.
+    """),
+    code("""
+    for m in ("dps", "rbf+dps"):
+        res = search.run(m, gmm, reward, mode="linear-sde", budget=200, steps=10, runs=RUNS, shape=(2,),
+                         generator=torch.Generator().manual_seed(0))  # lam = 1 (default)
+        print(f"{viz.method_label(m):8s} mean reward {res.rewards.mean():.3f}  realism {metrics.realism(res.samples, gmm):.2f}")
+    counting_gmm, counting_reward = rewards.task("counting")
+    try:
+        search.run("dps", counting_gmm, counting_reward, budget=200, shape=(2,))
+    except ValueError as e:
+        print("counting + DPS:", e)
+    """),
+    md(r"""
+    ## Exercises
+
+    1. **A learned model.** Replace the exact flow by the shipped MLP,
+       `toyflow.pretrained.load("2d-rare-mode")`, and rerun the table. Which method and mode lose
+       the most? (Notebook 03 explains one reason for VP.)
+    2. **RBF's options.** The paper draws one initial noise; the official code draws a batch and
+       spends everything left at the last step (`initial_particles=25`,
+       `spend_rest_at_last_step=True`). Compare the three variants at budgets 50 to 400.
+    3. **SMC's temperature.** Sweep `lam` from 0.01 to 1 and plot the mean reward and the diversity
+       (`metrics.diversity`) of the samples. Relate the result to the tilted target $p^*$ with the
+       same $\lambda$.
+    4. **Reward hacking.** Define a reward with a sharp peak just *off* the data (between two modes).
+       Which methods find it, and what does `metrics.realism` say? Plot
+       `viz.realism_reward_scatter` for your grid.
+    5. **Fair budgets.** SoP and RBF may not spend their whole budget (see `res.nfe`). Re-plot the
+       scaling curve against the NFE actually spent (`x="nfe_mean"` in `viz.scaling_curves`).
+    """),
+]
+
+# =============================================================================================
+# 05 MNIST
+# =============================================================================================
+NB05 = [
+    md(r"""
+    # 05 · Steering an MNIST flow model to a digit
+
+    The same search methods, on images: a small UNet flow model trained on MNIST (shipped as
+    `pretrained.load("mnist-flow")`), a **reward classifier** (`"mnist-reward"`) whose log
+    probability of the target digit is the reward, and a **held-out evaluator** (`"mnist-evaluator"`,
+    another classifier trained on other images) that judges the results. Judging with the reward
+    model itself would reward adversarial images; the evaluator does not share its blind spots.
+    """),
+    code(FULL_CELL),
+    setup("""
+    from toyflow import dynamics, metrics, pretrained, rewards, search, viz
+
+    DIGIT = 7
+    flow = pretrained.load("mnist-flow")
+    classifier = pretrained.load("mnist-reward")
+    evaluator = pretrained.load("mnist-evaluator")
+    reward = rewards.mnist_digit(DIGIT, classifier)  # log p(7 | x0_hat), differentiable
+    SHAPE = (1, 28, 28)
+    STEPS = 10
+    RUNS = 16 if FULL else 4      # images per method
+    BUDGET = 200 if FULL else 50  # NFE per image (a UNet evaluation costs ~10-50 ms on a laptop CPU)
+    METHODS = ("bon", "sop", "smc", "svdd", "code", "rbf") if FULL else ("bon", "smc", "svdd", "rbf")
+    """, one_thread=False),
+    md("""
+    ## The base model
+
+    Plain samples (Linear ODE, 20 steps) and one sample along its path: $x_t$ on top, the
+    prediction $\\hat x_0(x_t)$ below.
+    """),
+    code("""
+    x1 = torch.randn((16 if FULL else 8,) + SHAPE, generator=torch.Generator().manual_seed(0))
+    traj = dynamics.sample(flow, x1, "linear", steps=20, record=True)
+    base = traj.x
+    print(f"base samples classified as {DIGIT} by the evaluator: {metrics.evaluator_accuracy(base, evaluator, DIGIT):.0%}")
+    viz.image_grid(base, nrow=8, title="base samples (Linear ODE, 20 steps)")
+    """),
+    code("""
+    viz.trajectory_strip(traj, index=0)
+    """),
+    md("""
+    ## Each method, steered to the digit
+
+    Every method gets the same NFE budget per image; we report the reward, the **evaluator's**
+    accuracy on the target digit, and the NFE actually spent.
+    """),
+    code("""
+    results = {}
+    for i, m in enumerate(METHODS):
+        opts = {"lam": 1.0} if m == "smc" else {}
+        results[m] = search.run(m, flow, reward, mode="vp-sde", budget=BUDGET, steps=STEPS, runs=RUNS, shape=SHAPE,
+                                generator=torch.Generator().manual_seed(10 + i), record=(m in ("rbf", "svdd", "bon")), **opts)
+    print(f"{'method':8s} {'p(digit) by reward model':>24s} {'evaluator accuracy':>19s} {'NFE':>6s}")
+    for m, res in results.items():
+        acc = metrics.evaluator_accuracy(res.samples, evaluator, DIGIT)
+        print(f"{viz.method_label(m):8s} {res.rewards.exp().mean():24.2f} {acc:19.0%} {res.nfe.double().mean():6.1f}")
+    """),
+    code("""
+    grid = torch.cat([results[m].samples for m in METHODS])
+    labels = [f"{p:.2f}" for m in METHODS for p in results[m].rewards.exp()]
+    viz.image_grid(grid, nrow=RUNS, labels=labels,
+                   title=f"VP SDE, {BUDGET} NFE per image\\nrows: " + ", ".join(viz.method_label(m) for m in METHODS)
+                         + f"\\nlabel: p({DIGIT} | x), reward model")
+    """),
+    md("""
+    ## Where the budget goes
+
+    NFE per denoising step (mean over runs), and RBF step by step for one image.
+    """),
+    code("""
+    viz.budget_allocation({m: results[m] for m in METHODS if m != "sop"})
+    """),
+    code("""
+    viz.rbf_steps(results["rbf"], run=0)
+    """),
+    md("""
+    ## Exercises
+
+    1. **Modes.** Rerun the table in `linear-ode` and `linear-sde`. Which methods need the SDE?
+    2. **Gradient guidance.** The digit reward is differentiable: add `"dps"` and `"rbf+dps"` with a
+       few values of `lam`. Compare the reward model's confidence with the evaluator's accuracy: is
+       gradient guidance fooling the reward model?
+    3. **A non-differentiable reward.** Use `rewards.mnist_digit_thick(DIGIT)` (digit *and* thick
+       strokes). Which methods still work, and what do the images look like?
+    4. **Scaling.** Plot the evaluator accuracy against the budget (30 to 500 NFE) for BoN and RBF.
+       `toyflow bench search --task mnist-digit` does this from the shell.
+    5. **Diversity.** `metrics.feature_diversity(samples, evaluator)` measures how different the
+       steered digits are. Which method collapses to one style of 7?
+    """),
+]
+
+# =============================================================================================
+# 06 custom allocation
+# =============================================================================================
+NB06 = [
+    md(r"""
+    # 06 · Prototype your own budget allocation
+
+    SVDD, CoDe and RBF ask an **allocation scheme** how many proposals (NFE) each search step may
+    use. toyflow ships `Uniform` (the paper's), `LinearDecay` and `Rollover` (RBF: a base scheme
+    plus everything earlier steps left unused). A new scheme is a small subclass of
+    `toyflow.search.AllocationScheme` with one method:
+
+    ```python
+    def quota(self, step, steps, budget_left, spent) -> int or (R,) tensor
+    ```
+
+    `step` runs over the *search steps* 0 … steps − 1, `budget_left` and `spent` are (R,) tensors
+    per run (their sum is the run's whole search budget). Whatever you return is clamped so that
+    every later step keeps at least one NFE: no run can exceed its budget.
+
+    This notebook is the one place where we write code that could live in the library: the scheme
+    is the experiment.
+    """),
+    code(FULL_CELL),
+    setup("""
+    from toyflow import benchmark, metrics, rewards, search, viz
+    from toyflow.demo import format_table
+    from toyflow.search import AllocationScheme, Rollover, Uniform
+
+    RUNS = 64 if FULL else 32
+    """),
+    md(r"""
+    ## A scheme: spend most in the middle
+
+    On the toy tasks the mode of a sample is decided in the middle of the trajectory: early
+    $\hat x_0$ are all near the data mean (proposals look alike) and late proposals can only
+    polish. `MiddleHeavy` gives step $s$ a share proportional to $\sin(\pi (s + \tfrac12)/S)^p$.
+    """),
+    code("""
+    class MiddleHeavy(AllocationScheme):
+        \"\"\"Share of search step s proportional to sin(pi (s + 1/2) / steps) ** power.\"\"\"
+
+        def __init__(self, power: float = 2.0):
+            self.power = power
+
+        def quota(self, step, steps, budget_left, spent):
+            w = torch.sin(torch.pi * (torch.arange(steps) + 0.5) / steps) ** self.power
+            total = budget_left + spent  # (R,) each run's search budget
+            return torch.floor(total * w[step] / w.sum()).long()
+
+        def __repr__(self):
+            return f"MiddleHeavy(power={self.power:g})"
+
+
+    total = torch.tensor([199])  # budget 200 minus the initial draw at t = 1
+    print("Uniform      plan:", Uniform().plan(9, total)[0].tolist())
+    print("MiddleHeavy  plan:", MiddleHeavy().plan(9, total)[0].tolist())
+    """),
+    md("""
+    `plan(steps, total)` shows what each search step would get if it spent exactly its quota.
+    The scheme plugs into SVDD directly, and into RBF wrapped in `Rollover` (so that what RBF
+    leaves unused still rolls over).
+    """),
+    md("""
+    ## Compare it with the built-in schemes
+
+    Four variants on the rare-mode task (exact flow, Linear SDE), at three budgets: SVDD with
+    `Uniform` and with `MiddleHeavy`; RBF with `Rollover(Uniform())` (the paper) and with
+    `Rollover(MiddleHeavy())`. `benchmark.run_cell` gives one tidy row per setting; we rename the
+    method column so the table and the plot tell the variants apart.
+    """),
+    code("""
+    task = benchmark.make_task("rare-mode", "oracle")
+    variants = {
+        "svdd": ("svdd", {"allocation": Uniform()}),
+        "SVDD + MiddleHeavy": ("svdd", {"allocation": MiddleHeavy()}),
+        "rbf": ("rbf", {"allocation": Rollover(Uniform())}),
+        "RBF + MiddleHeavy": ("rbf", {"allocation": Rollover(MiddleHeavy())}),
+    }
+    budgets = (25, 50, 100, 200, 400) if FULL else (30, 60, 120)
+    rows = []
+    for name, (method, options) in variants.items():
+        for b in budgets:
+            row = benchmark.run_cell(task, method, "linear-sde", b, steps=10, runs=RUNS, options=options)
+            rows.append({**row, "method": name})
+    print(format_table(rows, title=f"rare-mode task, exact flow, Linear SDE, {RUNS} runs"))
+    """),
+    md("""
+    Read the table per budget: the reward column says whether moving proposals to the middle
+    steps helps, the realism column whether it costs sample quality, and for RBF the NFE column
+    shows how much of the budget the early-stopping rule actually used.
+
+    On this task `MiddleHeavy` helps SVDD a little at the smallest budget only, and it hurts RBF:
+    RBF already moves unused budget to later steps by rolling it over, and a single proposal at
+    the first steps removes its early exploration. Note also that `MiddleHeavy` rounds its quotas
+    down and leaves a few NFE unused (27 of 30); `StaticAllocation` distributes the remainder
+    (exercise 4). A negative result is still a result: exercises 1 and 2 look for better schemes.
+    """),
+    code("""
+    fig = viz.scaling_curves(rows, title="rare-mode task: allocation schemes, Linear SDE")
+    fig.set_size_inches(7.5, 4.2)
+    fig
+    """),
+    md("""
+    ## Where the budget goes
+
+    One recorded search per variant at the middle budget. Left: the built-in schemes; right: the
+    same methods with `MiddleHeavy`.
+    """),
+    code("""
+    b = budgets[len(budgets) // 2]
+    recorded = {
+        name: search.run(method, task.model, task.reward, mode="linear-sde", budget=b, steps=10, runs=RUNS, shape=(2,),
+                         generator=torch.Generator().manual_seed(0), record=True, **options)
+        for name, (method, options) in variants.items()
+    }
+    fig, axs = plt.subplots(1, 2, figsize=(14, 4.2), sharey=True, layout="constrained")
+    viz.budget_allocation({"svdd": recorded["svdd"], "rbf": recorded["rbf"]}, ax=axs[0],
+                          title=f"built-in: Uniform / Rollover(Uniform), budget {b}")
+    viz.budget_allocation({"svdd": recorded["SVDD + MiddleHeavy"], "rbf": recorded["RBF + MiddleHeavy"]}, ax=axs[1],
+                          title=f"MiddleHeavy / Rollover(MiddleHeavy), budget {b}");
+    """),
+    code("""
+    viz.rbf_steps(recorded["RBF + MiddleHeavy"], run=0)
+    """),
+    md(r"""
+    ## Exercises
+
+    1. **Tune it.** Sweep `power` in (0.5, 1, 2, 4). Is there a best value, and does it depend on
+       the budget?
+    2. **Adaptive schemes.** `quota` sees `spent` per run: write a scheme that gives more to runs
+       that have spent *less* so far (under RBF: runs that found improvements quickly). Does it beat
+       `Rollover(Uniform())`?
+    3. **Another task.** Repeat the comparison on `counting` (piecewise-constant reward) and in the
+       `vp-sde` mode. Does the middle still matter most?
+    4. **Static schemes.** Re-implement `MiddleHeavy` as a `StaticAllocation` (define
+       `weights(steps)` only). Check with `plan` that both give the same quotas, and read
+       `StaticAllocation.cumulative` to see how rounding keeps the whole budget.
+    5. **CoDe.** Pass your scheme to `"code"` (`block=2`): the scheme then sees blocks as steps.
+       What does that change?
+    """),
+]
+
+NOTEBOOKS = {
+    "01_flow_matching_2d.ipynb": NB01,
+    "02_ode_to_sde.ipynb": NB02,
+    "03_linear_to_vp.ipynb": NB03,
+    "04_inference_time_scaling_2d.ipynb": NB04,
+    "05_mnist_sampler.ipynb": NB05,
+    "06_custom_allocation.ipynb": NB06,
+}
+
+
+def build(name: str):
+    nb = new_notebook(cells=NOTEBOOKS[name])
+    nb.metadata["kernelspec"] = {"display_name": "Python 3", "language": "python", "name": "python3"}
+    nb.metadata["language_info"] = {"name": "python", "pygments_lexer": "ipython3"}
+    nbformat.validate(nb)
+    return nb
+
+
+def execute(nb, cwd: Path, timeout: int = 600):
+    from nbclient import NotebookClient
+
+    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", record_timing=False,
+                            resources={"metadata": {"path": str(cwd)}})
+    client.execute()
+    return nb
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("only", nargs="*", help="notebook name prefixes (default: all)")
+    p.add_argument("--execute", action="store_true", help="execute with nbclient and save the outputs")
+    args = p.parse_args(argv)
+    names = [n for n in NOTEBOOKS if not args.only or any(n.startswith(o) for o in args.only)]
+    if not names:
+        print(f"no notebook matches {args.only}", file=sys.stderr)
+        return 2
+    for name in names:
+        nb = build(name)
+        path = HERE / name
+        if args.execute:
+            t0 = time.perf_counter()
+            execute(nb, HERE)
+            print(f"{name}: executed in {time.perf_counter() - t0:.1f} s", flush=True)
+        nbformat.write(nb, path)
+        print(f"{name}: {path.stat().st_size / 1024:.0f} KiB", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""``toyflow demo``: runs offline from the shipped weights, prints the table, writes three figures."""
+
+import csv
+
+import pytest
+from PIL import Image
+
+from toyflow import search
+from toyflow.demo import QUICK, format_table, run_demo
+
+FIGURES = ("trajectories.png", "budget_allocation.png", "scaling.png")
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    return run_demo(out, quick=True), out
+
+
+def test_demo_writes_table_csv_and_figures(demo, capsys):
+    folder, out = demo
+    assert folder == out
+    for name in FIGURES:
+        with Image.open(out / name) as im:  # a complete, readable PNG
+            im.verify()
+            assert im.format == "PNG" and min(im.size) > 300
+    assert not list(out.glob(".*"))  # no temporary files left behind (atomic writes)
+
+    table = (out / "table.txt").read_text()
+    for label in ("BoN", "SMC", "SVDD", "RBF", "Linear ODE", "Linear SDE", "VP SDE", "reward ± s.e.", "realism", "NFE"):
+        assert label in table
+
+    with open(out / "results.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == len(QUICK.methods) * len(QUICK.modes) * len(QUICK.budgets)
+    for r in rows:
+        assert r["status"] == "ok", r
+        assert r["model"] == "mlp" and r["task"] == "rare-mode"
+        assert int(r["nfe_max"]) <= int(r["budget"])  # no run over its budget
+        assert 0.0 <= float(r["reward_mean"]) <= 1.0
+
+
+def test_demo_prints_the_table_and_folder(tmp_path, capsys):
+    run_demo(tmp_path, quick=True)
+    printed = capsys.readouterr().out
+    assert (tmp_path / "table.txt").read_text().strip() in printed
+    assert str(tmp_path.resolve()) in printed
+
+
+def test_demo_is_seeded(demo, tmp_path):
+    _, first = demo
+    run_demo(tmp_path, quick=True)
+    assert (tmp_path / "table.txt").read_text() == (first / "table.txt").read_text()
+
+
+def test_format_table_marks_skipped_rows():
+    rows = [
+        {"method": "rbf", "mode": "vp-sde", "budget": 5, "status": "skipped: budget too small"},
+        {"method": "my-scheme", "mode": "linear-sde", "budget": 50, "status": "ok", "reward_mean": 0.5,
+         "reward_se": 0.1, "realism": -1.0, "nfe_mean": 50.0},
+    ]
+    text = format_table(rows, title="t")
+    assert "skipped: budget too small" in text and "my-scheme" in text and "0.500 ± 0.100" in text
+    assert set(QUICK.modes) == set(search.MODES)

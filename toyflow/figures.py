@@ -1,0 +1,303 @@
+"""Regenerate every figure the README shows: ``toyflow figures --out figures``.
+
+    from toyflow.figures import make_all
+    paths = make_all("figures")      # list of the PNGs written
+
+Everything is seeded (``torch.Generator`` per figure, fixed seeds below), so the same install
+gives the same pictures; PNGs are written without a software/date stamp, atomically (a temporary
+file in the same folder, then ``os.replace``). The 2D figures use the exact Gaussian-mixture
+oracle of the toy tasks (no training, no data files); the MNIST figures are drawn only when the
+shipped MNIST weights are installed (``"mnist-flow"`` in :func:`toyflow.pretrained.available`).
+
+Figures (file name: what it shows):
+
+- ``trajectories.png``: the same noise through the Linear ODE, the Linear SDE and the VP SDE
+  (x_t and x0_hat(x_t), coloured by time).
+- ``densities.png``: exact marginals p_t for the Linear and the VP path, with SDE samples on top.
+- ``tilted_target.png``: the reward-tilted target p* of the rare-mode task and each method's samples.
+- ``budget_allocation.png``: NFE spent per denoising step by each method (one budget).
+- ``rbf_steps.png``: RBF step by step (candidates, acceptances, quota and rollover).
+- ``smc_ess.png``: SMC's effective sample size per step.
+- ``scaling.png``: mean reward vs NFE budget, three toy tasks, three generation modes.
+- ``realism_reward.png``: realism (log p_0) vs reward from the same grid.
+- ``mnist_samples.png``, ``mnist_strip.png``: MNIST search samples and one sample along its path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import time
+from pathlib import Path
+from typing import Callable, Optional, Union
+
+import torch
+
+__all__ = [
+    "make_all",
+    "save_figure",
+    "small_batch_threads",
+    "FIGURES_2D",
+    "FIGURES_MNIST",
+    "SEARCH_METHODS",
+    "SMC_LAM",
+    "DPI",
+]
+
+log = logging.getLogger(__name__)
+
+DPI = 110
+#: gradient-free methods compared in the 2D figures (DPS needs a differentiable reward; it is in notebook 04)
+SEARCH_METHODS = ("bon", "sop", "smc", "svdd", "code", "rbf")
+#: SMC temperature used in the figures: the 2D rewards live in [0, 1] (or small integers), so the
+#: library default lam = 1 barely reweights and SMC would behave like BoN.
+SMC_LAM = 0.05
+FIGURES_2D = (
+    "trajectories.png",
+    "densities.png",
+    "tilted_target.png",
+    "budget_allocation.png",
+    "rbf_steps.png",
+    "smc_ess.png",
+    "scaling.png",
+    "realism_reward.png",
+)
+FIGURES_MNIST = ("mnist_samples.png", "mnist_strip.png")
+
+
+def save_figure(fig, path: Union[str, Path], dpi: int = DPI) -> Path:
+    """Write a matplotlib Figure to a PNG atomically (temporary file, then ``os.replace``) with
+    no software/date metadata, so the same figure gives the same bytes. Returns the path."""
+    from toyflow.checkpoint import atomic_write_bytes
+
+    path = Path(path)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": None})
+    atomic_write_bytes(path, buf.getvalue())
+    log.info("wrote %s", path)
+    return path
+
+
+@contextlib.contextmanager
+def small_batch_threads(n: int = 1):
+    """Run tiny 2D workloads on ``n`` intra-op threads (restored afterwards): batches of a few
+    hundred 2D points gain nothing from more threads, and lose a lot when cores are busy."""
+    prev = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(prev)
+
+
+def _gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+# --------------------------------------------------------------------------------------------
+# 2D figures
+# --------------------------------------------------------------------------------------------
+def _trajectory_set(model, *, n: int, steps: int, seed: int, schedule_model: str = "linear") -> dict:
+    """The same initial noise through the Linear ODE, the Linear SDE and the VP SDE (recorded)."""
+    from toyflow import dynamics, interpolants
+
+    x1 = torch.randn(n, 2, generator=_gen(seed))
+    vp_model = interpolants.convert(model, source=schedule_model, target="vp")
+    return {
+        "Linear ODE": dynamics.sample(model, x1, "linear", steps=steps, record=True),
+        "Linear SDE": dynamics.sample(model, x1, "linear", steps=steps, sde=True, generator=_gen(seed + 1), record=True),
+        "VP SDE": dynamics.sample(vp_model, x1, "vp", steps=steps, sde=True, generator=_gen(seed + 1), record=True),
+    }
+
+
+def _fig_trajectories(out: Path) -> list[Path]:
+    from toyflow import viz
+    from toyflow.data.toy2d import eight_gaussians_gmm
+
+    gmm = eight_gaussians_gmm()
+    trajs = _trajectory_set(gmm, n=48, steps=20, seed=0)
+    fig = viz.trajectories_2d(
+        trajs, n_show=48, gmm=gmm,
+        title="same noise, three samplers (exact 8-Gaussian flow, 20 steps; SDE: $g_t = 3t^2$)",
+    )
+    return [save_figure(fig, out / "trajectories.png")]
+
+
+def _fig_densities(out: Path) -> list[Path]:
+    from matplotlib.figure import Figure
+
+    from toyflow import viz
+    from toyflow.data.toy2d import eight_gaussians_gmm
+
+    gmm = eight_gaussians_gmm()
+    trajs = _trajectory_set(gmm, n=400, steps=50, seed=10)  # fine steps: the comparison is about marginals
+    times = (1.0, 0.75, 0.5, 0.25, 0.0)
+    fig = Figure(figsize=(13.4, 6.0), layout="constrained")
+    axs = fig.subplots(2, len(times), sharex=True, sharey=True)
+    viz.density_panels(gmm, times, traj=trajs["Linear SDE"], n_show=300, axes=axs[0])
+    viz.density_panels(gmm.with_schedule("vp"), times, traj=trajs["VP SDE"], n_show=300, axes=axs[1])
+    for row, name in zip(axs, ("Linear path", "VP path")):
+        row[0].set_ylabel(f"{name}\n$x[1]$")
+    for a in axs[0]:
+        a.set_xlabel("")
+    fig.suptitle("exact marginals $p_t$ of the 8-Gaussian mixture (heatmap) and SDE samples at the same t: "
+                 "the SDE keeps the marginals (50 steps)")
+    return [save_figure(fig, out / "densities.png")]
+
+
+def _search_results(model, reward, *, mode: str, budget: int, steps: int, runs: int, seed: int,
+                    methods=SEARCH_METHODS, record: bool = True) -> dict:
+    from toyflow import search
+
+    out = {}
+    for i, m in enumerate(methods):
+        opts = {"lam": SMC_LAM} if m == "smc" else {}
+        out[m] = search.run(m, model, reward, mode=mode, budget=budget, steps=steps, runs=runs, shape=(2,),
+                            generator=_gen(seed + 100 * i), record=record, **opts)
+    return out
+
+
+def _fig_search(out: Path) -> list[Path]:
+    from matplotlib.figure import Figure
+
+    from toyflow import metrics, rewards, viz
+
+    gmm, reward = rewards.task("rare-mode")
+    # the tilted target: every method's final samples (one per run)
+    res = _search_results(gmm, reward, mode="linear-sde", budget=200, steps=10, runs=96, seed=1, record=False)
+    oracle = metrics.tilted_oracle(gmm, reward, lam=0.1, grid_size=200)
+    fig = Figure(figsize=(11.5, 7.6), layout="constrained")
+    axs = fig.subplots(2, 3, sharex=True, sharey=True)
+    for ax, (m, r) in zip(axs.ravel(), res.items()):
+        viz.tilted_target(oracle, {m: r.samples}, ax=ax, max_points=96)
+        mean = float(r.rewards.mean())
+        ax.set_title(f"{viz.method_label(m)}: mean reward {mean:.2f}", fontsize="medium")
+        if ax not in axs[-1]:
+            ax.set_xlabel("")
+        if ax not in axs[:, 0]:
+            ax.set_ylabel("")
+    fig.colorbar(axs[0, 0].collections[0], ax=axs, shrink=0.6, label="$p^*$ density")
+    fig.suptitle("rare-mode task: tilted target $p^* \\propto p_0\\,e^{r/\\lambda}$ ($\\lambda$ = 0.1, grey) and one "
+                 "sample per run\nof each method (Linear SDE, 200 NFE per run, 96 runs); "
+                 f"$E_{{p^*}}[r]$ = {oracle.expected_reward:.2f},  $E_{{p_0}}[r]$ = {oracle.base_expected_reward:.3f}")
+    paths = [save_figure(fig, out / "tilted_target.png")]
+
+    # budget allocation and the per-method internals (recorded runs)
+    rec = _search_results(gmm, reward, mode="linear-sde", budget=200, steps=10, runs=32, seed=2,
+                          methods=("bon", "smc", "svdd", "code", "rbf"))
+    fig = viz.budget_allocation(rec, title="rare-mode task, Linear SDE: NFE per denoising step "
+                                           "(budget 200 per run, mean ± std over 32 runs)")
+    paths.append(save_figure(fig, out / "budget_allocation.png"))
+    fig = viz.rbf_steps(rec["rbf"], run=0)
+    paths.append(save_figure(fig, out / "rbf_steps.png"))
+    fig = viz.smc_ess(rec["smc"], title=f"SMC (Linear SDE, rare-mode task, $\\lambda$ = {SMC_LAM:g}): "
+                                        "effective sample size per step")
+    paths.append(save_figure(fig, out / "smc_ess.png"))
+    return paths
+
+
+def _fig_scaling(out: Path, *, runs: int, budgets, progress: bool) -> list[Path]:
+    from toyflow import benchmark, viz
+
+    rows = []
+    cells = [(t, m, mode, b) for t in benchmark.TASKS_2D for m in SEARCH_METHODS
+             for mode in ("linear-ode", "linear-sde", "vp-sde") for b in budgets]
+    tasks = {t: benchmark.make_task(t, "oracle") for t in benchmark.TASKS_2D}
+    from tqdm.auto import tqdm
+
+    for t, m, mode, b in tqdm(cells, desc="scaling grid", disable=not progress):
+        opts = {"lam": SMC_LAM} if m == "smc" else None
+        row = benchmark.run_cell(tasks[t], m, mode, b, steps=10, runs=runs, seed=0, options=opts)
+        if row.get("status") == "ok":
+            rows.append(row)
+        else:
+            log.warning("scaling grid: %s %s %s %s %s", t, m, mode, b, row.get("status"))
+    fig = viz.scaling_curves(rows, title=f"mean reward vs NFE budget (exact oracle, 10 steps, {runs} runs; "
+                                         "bands: ± standard error)")
+    paths = [save_figure(fig, out / "scaling.png")]
+    big = [r for r in rows if r["mode"] != "linear-ode"]
+    fig = viz.realism_reward_scatter(big, title="realism vs reward (SDE modes; high reward at low realism "
+                                                "would be reward hacking)")
+    paths.append(save_figure(fig, out / "realism_reward.png"))
+    return paths
+
+
+# --------------------------------------------------------------------------------------------
+# MNIST figures (only with the shipped MNIST weights)
+# --------------------------------------------------------------------------------------------
+def _fig_mnist(out: Path, digit: int = 7) -> list[Path]:
+    from toyflow import dynamics, pretrained, rewards, search, viz
+
+    flow = pretrained.load("mnist-flow")
+    reward = rewards.mnist_digit(digit)
+    shape = (1, 28, 28)
+    rows, labels, names = [], [], []
+    for i, m in enumerate(("bon", "smc", "svdd", "rbf")):
+        opts = {"lam": 1.0} if m == "smc" else {}
+        res = search.run(m, flow, reward, mode="vp-sde", budget=100, steps=10, runs=8, shape=shape,
+                         generator=_gen(30 + i), **opts)
+        rows.append(res.samples)
+        labels += [f"{float(v):.2f}" for v in res.rewards.exp()]
+        names.append(m)
+    from toyflow.viz import method_label
+
+    fig = viz.image_grid(torch.cat(rows), nrow=8, labels=labels,
+                         title=f"steering to digit {digit} (VP SDE, 100 NFE per sample); rows: "
+                               + ", ".join(method_label(n) for n in names) + f"; label: p({digit} | x)")
+    paths = [save_figure(fig, out / "mnist_samples.png")]
+    x1 = torch.randn((4,) + shape, generator=_gen(40))
+    traj = dynamics.sample(flow, x1, "linear", steps=20, record=True)
+    fig = viz.trajectory_strip(traj, index=0, n_cols=11, title="one MNIST sample along its Linear ODE path")
+    paths.append(save_figure(fig, out / "mnist_strip.png"))
+    return paths
+
+
+# --------------------------------------------------------------------------------------------
+def make_all(out: Union[str, Path] = "figures", *, progress: bool = True, quick: bool = False) -> list[Path]:
+    """Regenerate every README figure into ``out``; returns the paths written (in order).
+
+    ``quick=True`` shrinks the scaling grid (fewer runs and budgets) for smoke tests; the README
+    figures use the default. MNIST figures are skipped (logged) without the shipped MNIST weights.
+    """
+    from toyflow import pretrained
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    jobs: list[tuple[str, Callable[[], list[Path]]]] = [
+        ("trajectories", lambda: _fig_trajectories(out)),
+        ("densities", lambda: _fig_densities(out)),
+        ("search internals", lambda: _fig_search(out)),
+        ("scaling", lambda: _fig_scaling(out, runs=16 if quick else 64,
+                                         budgets=(50, 200) if quick else (50, 100, 200, 500), progress=progress)),
+    ]
+    have = pretrained.available()
+    if "mnist-flow" in have and "mnist-reward" in have:
+        jobs.append(("mnist", lambda: _fig_mnist(out)))
+    else:
+        log.info("MNIST figures skipped: the shipped MNIST weights are not installed")
+    paths: list[Path] = []
+    for name, job in jobs:
+        t0 = time.perf_counter()
+        if name == "mnist":
+            paths += job()
+        else:
+            with small_batch_threads(1):
+                paths += job()
+        log.info("%s: %.1f s", name, time.perf_counter() - t0)
+    return paths
+
+
+def main(argv: Optional[list] = None) -> int:  # pragma: no cover - convenience: python -m toyflow.figures
+    import argparse
+
+    p = argparse.ArgumentParser(description="regenerate the README figures")
+    p.add_argument("--out", default="figures")
+    args = p.parse_args(argv)
+    for path in make_all(args.out):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
