@@ -109,7 +109,7 @@ NB01 = [
     the figures.
     """),
     code("""
-    cfg = TrainConfig(steps=3000 if FULL else 300, batch_size=256, lr=2e-3, seed=0, progress=False)
+    cfg = TrainConfig(steps=3000 if FULL else 500, batch_size=256, lr=2e-3, seed=0, progress=False)
     result = train_flow(VelocityMLP(dim=2, hidden=128, depth=3), data, "linear", cfg)
     print(f"{result.steps} steps in {result.wall_time:.1f} s on {result.device}; "
           f"mean loss over the last 50 steps: {np.mean(result.losses[-50:]):.3f}")
@@ -284,7 +284,9 @@ NB02 = [
     fig, ax = plt.subplots(figsize=(5.5, 3.4), layout="constrained")
     for name in ("square", "linear", "constant", "sigma"):
         gt = dynamics.diffusion_schedule(name, eta=1.0, schedule="linear")(t)
-        ax.plot(t, gt, label=f"{name}")
+        ax.plot(t, gt, label=name + (" (Linear path: = linear)" if name == "sigma" else ""),
+                ls=":" if name == "sigma" else "-", lw=2.5 if name == "sigma" else 1.5)
+    ax.plot(t, dynamics.diffusion_schedule("sigma", eta=1.0, schedule="vp")(t), ls="--", label="sigma (VP path)")
     ax.set(xlabel="t (1 = noise, 0 = data)", ylabel="$g_t$ for $\\\\eta = 1$", title="diffusion schedules")
     ax.legend(title="diffusion");
     """),
@@ -508,7 +510,7 @@ NB03 = [
     """),
     code("""
     task_gmm, reward = rewards.task("rare-mode")
-    runs = 32 if FULL else 12
+    runs = 32 if FULL else 16
     settings = [("square", 3.0), ("square", 10.0)]
     diversity = {}
     for diffusion, eta in settings:
@@ -591,7 +593,7 @@ NB04 = [
     from toyflow import benchmark, dynamics, metrics, rewards, search, viz
     from toyflow.demo import format_table
 
-    RUNS = 64 if FULL else 24
+    RUNS = 128 if FULL else 48
     METHODS = ("bon", "sop", "smc", "svdd", "code", "rbf")
     SMC = {"lam": 0.05}  # the rewards are O(1): SMC needs a small temperature to reweight at all
     """),
@@ -643,6 +645,8 @@ NB04 = [
     for ax, (m, res) in zip(axs.ravel(), results.items()):
         viz.tilted_target(oracle, {m: res.samples}, ax=ax)
         ax.set_title(f"{viz.method_label(m)}: mean reward {res.rewards.mean():.2f}")
+        if ax in axs[0]:
+            ax.set_xlabel("")
     fig.suptitle("rare-mode task: $p^*$ ($\\\\lambda$ = 0.1, grey) and one sample per run (Linear SDE, 200 NFE)");
     """),
     md(r"""
@@ -673,11 +677,15 @@ NB04 = [
     viz.budget_allocation({m: results[m] for m in ("bon", "smc", "svdd", "code", "rbf")})
     """),
     md("""
-    RBF step by step for one run: every proposal's reward (grey circles: rejected, stars: accepted),
-    and below, the quota each step received (its own share plus what rolled over) and what it spent.
+    RBF step by step for a typical run (the one with the median final reward): every proposal's
+    reward (grey circles: rejected, stars: accepted), and below, the quota each step received (its
+    own share plus what rolled over) and what it spent. Try other runs: some find the rare mode at
+    the first steps and spend almost nothing; some get stuck on another mode and spend their whole
+    rollover at the last step.
     """),
     code("""
-    viz.rbf_steps(results["rbf"], run=0)
+    median_run = int(results["rbf"].rewards.argsort()[RUNS // 2])
+    viz.rbf_steps(results["rbf"], run=median_run)
     """),
     md(r"""
     SMC's effective sample size: when the rewards of the particles start to differ, the weights
@@ -703,6 +711,13 @@ NB04 = [
                                                options=SMC if m == "smc" else None))
     for name in rewards.TASKS:
         print(format_table([r for r in rows if r["task"] == name], title=f"task: {name}, budget 100"), end="\\n\\n")
+    """),
+    md("""
+    Two more things to read in these tables. On the aesthetic task SVDD in the Linear SDE reaches
+    the highest reward at a much lower realism: it pushes the samples off the modes along the
+    reward direction (**reward hacking**; the reward keeps growing outside the data). And on these
+    toys, with 10 uniform steps and $g_t = 3t^2$, the VP SDE does not beat the Linear SDE for the
+    step-wise methods: notebook 03 shows why, and which settings change it.
     """),
     md("""
     ## A small scaling curve
@@ -781,8 +796,9 @@ NB05 = [
     reward = rewards.mnist_digit(DIGIT, classifier)  # log p(7 | x0_hat), differentiable
     SHAPE = (1, 28, 28)
     STEPS = 10
-    RUNS = 16 if FULL else 4      # images per method
-    BUDGET = 200 if FULL else 50  # NFE per image (a UNet evaluation costs ~10-50 ms on a laptop CPU)
+    MODE = "linear-sde"           # try "vp-sde" (exercise 1)
+    RUNS = 16 if FULL else 8      # images per method
+    BUDGET = 200 if FULL else 60  # NFE per image (a UNet evaluation costs ~10-50 ms on a laptop CPU)
     METHODS = ("bon", "sop", "smc", "svdd", "code", "rbf") if FULL else ("bon", "smc", "svdd", "rbf")
     """, one_thread=False),
     md("""
@@ -811,7 +827,7 @@ NB05 = [
     results = {}
     for i, m in enumerate(METHODS):
         opts = {"lam": 1.0} if m == "smc" else {}
-        results[m] = search.run(m, flow, reward, mode="vp-sde", budget=BUDGET, steps=STEPS, runs=RUNS, shape=SHAPE,
+        results[m] = search.run(m, flow, reward, mode=MODE, budget=BUDGET, steps=STEPS, runs=RUNS, shape=SHAPE,
                                 generator=torch.Generator().manual_seed(10 + i), record=(m in ("rbf", "svdd", "bon")), **opts)
     print(f"{'method':8s} {'p(digit) by reward model':>24s} {'evaluator accuracy':>19s} {'NFE':>6s}")
     for m, res in results.items():
@@ -822,7 +838,7 @@ NB05 = [
     grid = torch.cat([results[m].samples for m in METHODS])
     labels = [f"{p:.2f}" for m in METHODS for p in results[m].rewards.exp()]
     viz.image_grid(grid, nrow=RUNS, labels=labels,
-                   title=f"VP SDE, {BUDGET} NFE per image\\nrows: " + ", ".join(viz.method_label(m) for m in METHODS)
+                   title=f"{viz.mode_label(MODE)}, {BUDGET} NFE per image\\nrows: " + ", ".join(viz.method_label(m) for m in METHODS)
                          + f"\\nlabel: p({DIGIT} | x), reward model")
     """),
     md("""
@@ -839,7 +855,8 @@ NB05 = [
     md("""
     ## Exercises
 
-    1. **Modes.** Rerun the table in `linear-ode` and `linear-sde`. Which methods need the SDE?
+    1. **Modes.** Rerun the table with `MODE = "linear-ode"` and `MODE = "vp-sde"`. Which methods
+       need the SDE? With 10 uniform steps, does the VP SDE help here (compare notebook 03)?
     2. **Gradient guidance.** The digit reward is differentiable: add `"dps"` and `"rbf+dps"` with a
        few values of `lam`. Compare the reward model's confidence with the evaluator's accuracy: is
        gradient guidance fooling the reward model?
@@ -881,7 +898,7 @@ NB06 = [
     from toyflow.demo import format_table
     from toyflow.search import AllocationScheme, Rollover, Uniform
 
-    RUNS = 64 if FULL else 32
+    RUNS = 128 if FULL else 64
     """),
     md(r"""
     ## A scheme: spend most in the middle
@@ -927,9 +944,9 @@ NB06 = [
     task = benchmark.make_task("rare-mode", "oracle")
     variants = {
         "svdd": ("svdd", {"allocation": Uniform()}),
-        "SVDD + MiddleHeavy": ("svdd", {"allocation": MiddleHeavy()}),
+        "SVDD, MiddleHeavy": ("svdd", {"allocation": MiddleHeavy()}),
         "rbf": ("rbf", {"allocation": Rollover(Uniform())}),
-        "RBF + MiddleHeavy": ("rbf", {"allocation": Rollover(MiddleHeavy())}),
+        "RBF, MiddleHeavy": ("rbf", {"allocation": Rollover(MiddleHeavy())}),
     }
     budgets = (25, 50, 100, 200, 400) if FULL else (30, 60, 120)
     rows = []
@@ -944,9 +961,10 @@ NB06 = [
     steps helps, the realism column whether it costs sample quality, and for RBF the NFE column
     shows how much of the budget the early-stopping rule actually used.
 
-    On this task `MiddleHeavy` helps SVDD a little at the smallest budget only, and it hurts RBF:
-    RBF already moves unused budget to later steps by rolling it over, and a single proposal at
-    the first steps removes its early exploration. Note also that `MiddleHeavy` rounds its quotas
+    On this task `MiddleHeavy` does not help: SVDD does about as well as with `Uniform` (slightly
+    worse, partly because it spends a few NFE less, see below), and RBF does clearly worse: RBF
+    already moves unused budget to later steps by rolling it over, and a single proposal at the
+    first steps removes its early exploration. Note also that `MiddleHeavy` rounds its quotas
     down and leaves a few NFE unused (27 of 30); `StaticAllocation` distributes the remainder
     (exercise 4). A negative result is still a result: exercises 1 and 2 look for better schemes.
     """),
@@ -971,11 +989,11 @@ NB06 = [
     fig, axs = plt.subplots(1, 2, figsize=(14, 4.2), sharey=True, layout="constrained")
     viz.budget_allocation({"svdd": recorded["svdd"], "rbf": recorded["rbf"]}, ax=axs[0],
                           title=f"built-in: Uniform / Rollover(Uniform), budget {b}")
-    viz.budget_allocation({"svdd": recorded["SVDD + MiddleHeavy"], "rbf": recorded["RBF + MiddleHeavy"]}, ax=axs[1],
+    viz.budget_allocation({"svdd": recorded["SVDD, MiddleHeavy"], "rbf": recorded["RBF, MiddleHeavy"]}, ax=axs[1],
                           title=f"MiddleHeavy / Rollover(MiddleHeavy), budget {b}");
     """),
     code("""
-    viz.rbf_steps(recorded["RBF + MiddleHeavy"], run=0)
+    viz.rbf_steps(recorded["RBF, MiddleHeavy"], run=0)
     """),
     md(r"""
     ## Exercises

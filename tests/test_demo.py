@@ -1,6 +1,8 @@
 """``toyflow demo``: runs offline from the shipped weights, prints the table, writes three figures."""
 
+import contextlib
 import csv
+import io
 
 import pytest
 from PIL import Image
@@ -11,14 +13,22 @@ from toyflow.demo import QUICK, format_table, run_demo
 FIGURES = ("trajectories.png", "budget_allocation.png", "scaling.png")
 
 
+def _run(out):
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        folder = run_demo(out, quick=True)
+    return folder, buf.getvalue()
+
+
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
-    return run_demo(out, quick=True), out
+    folder, printed = _run(out)
+    return folder, out, printed
 
 
-def test_demo_writes_table_csv_and_figures(demo, capsys):
-    folder, out = demo
+def test_demo_writes_table_csv_and_figures(demo):
+    folder, out, _ = demo
     assert folder == out
     for name in FIGURES:
         with Image.open(out / name) as im:  # a complete, readable PNG
@@ -36,21 +46,23 @@ def test_demo_writes_table_csv_and_figures(demo, capsys):
     for r in rows:
         assert r["status"] == "ok", r
         assert r["model"] == "mlp" and r["task"] == "rare-mode"
+        assert int(r["runs"]) == QUICK.runs
         assert int(r["nfe_max"]) <= int(r["budget"])  # no run over its budget
         assert 0.0 <= float(r["reward_mean"]) <= 1.0
 
 
-def test_demo_prints_the_table_and_folder(tmp_path, capsys):
-    run_demo(tmp_path, quick=True)
-    printed = capsys.readouterr().out
-    assert (tmp_path / "table.txt").read_text().strip() in printed
-    assert str(tmp_path.resolve()) in printed
+def test_demo_prints_the_table_and_folder(demo):
+    _, out, printed = demo
+    assert (out / "table.txt").read_text().strip() in printed
+    assert printed.rstrip().endswith(str(out.resolve()))
 
 
 def test_demo_is_seeded(demo, tmp_path):
-    _, first = demo
-    run_demo(tmp_path, quick=True)
+    _, first, printed = demo
+    _, again = _run(tmp_path)
     assert (tmp_path / "table.txt").read_text() == (first / "table.txt").read_text()
+    assert (tmp_path / "results.csv").read_text().count("\n") == (first / "results.csv").read_text().count("\n")
+    assert again.replace(str(tmp_path.resolve()), "OUT") == printed.replace(str(first.resolve()), "OUT")
 
 
 def test_format_table_marks_skipped_rows():

@@ -132,7 +132,7 @@ def _fig_densities(out: Path) -> list[Path]:
 
     gmm = eight_gaussians_gmm()
     trajs = _trajectory_set(gmm, n=400, steps=50, seed=10)  # fine steps: the comparison is about marginals
-    times = (1.0, 0.75, 0.5, 0.25, 0.0)
+    times = (1.0, 0.8, 0.5, 0.2, 0.0)  # on the 50-step grid
     fig = Figure(figsize=(13.4, 6.0), layout="constrained")
     axs = fig.subplots(2, len(times), sharex=True, sharey=True)
     viz.density_panels(gmm, times, traj=trajs["Linear SDE"], n_show=300, axes=axs[0])
@@ -189,7 +189,7 @@ def _fig_search(out: Path) -> list[Path]:
     fig = viz.budget_allocation(rec, title="rare-mode task, Linear SDE: NFE per denoising step "
                                            "(budget 200 per run, mean ± std over 32 runs)")
     paths.append(save_figure(fig, out / "budget_allocation.png"))
-    fig = viz.rbf_steps(rec["rbf"], run=0)
+    fig = viz.rbf_steps(rec["rbf"], run=int(rec["rbf"].rewards.argsort()[rec["rbf"].runs // 2]))  # a median run
     paths.append(save_figure(fig, out / "rbf_steps.png"))
     fig = viz.smc_ess(rec["smc"], title=f"SMC (Linear SDE, rare-mode task, $\\lambda$ = {SMC_LAM:g}): "
                                         "effective sample size per step")
@@ -235,7 +235,7 @@ def _fig_mnist(out: Path, digit: int = 7) -> list[Path]:
     rows, labels, names = [], [], []
     for i, m in enumerate(("bon", "smc", "svdd", "rbf")):
         opts = {"lam": 1.0} if m == "smc" else {}
-        res = search.run(m, flow, reward, mode="vp-sde", budget=100, steps=10, runs=8, shape=shape,
+        res = search.run(m, flow, reward, mode="linear-sde", budget=100, steps=10, runs=8, shape=shape,
                          generator=_gen(30 + i), **opts)
         rows.append(res.samples)
         labels += [f"{float(v):.2f}" for v in res.rewards.exp()]
@@ -243,8 +243,8 @@ def _fig_mnist(out: Path, digit: int = 7) -> list[Path]:
     from toyflow.viz import method_label
 
     fig = viz.image_grid(torch.cat(rows), nrow=8, labels=labels,
-                         title=f"steering to digit {digit} (VP SDE, 100 NFE per sample); rows: "
-                               + ", ".join(method_label(n) for n in names) + f"; label: p({digit} | x)")
+                         title=f"steering to digit {digit}: Linear SDE, 100 NFE per sample\nrows: "
+                               + ", ".join(method_label(n) for n in names) + f"; label: p({digit} | x), reward model")
     paths = [save_figure(fig, out / "mnist_samples.png")]
     x1 = torch.randn((4,) + shape, generator=_gen(40))
     traj = dynamics.sample(flow, x1, "linear", steps=20, record=True)
