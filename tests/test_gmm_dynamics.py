@@ -189,3 +189,10 @@ def test_linear_snr_grid_matches_linear_noise_levels():
     torch.testing.assert_close(dyn.time_grid("linear-snr", 8, dtype=torch.float64, schedule=lin), u)
     with pytest.raises(ValueError, match="needs the interpolant"):
         dyn.time_grid("linear-snr", 8)
+
+
+def test_python_float_time_keeps_float64_precision():
+    gmm = eight_gaussians()
+    x = torch.randn(50, 2, dtype=torch.float64)
+    u = gmm.velocity(x, 0.9)
+    torch.testing.assert_close(dyn.score_from_velocity(x, u, 0.9, "linear"), gmm.score(x, 0.9), rtol=0, atol=1e-10)

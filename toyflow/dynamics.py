@@ -60,7 +60,7 @@ def _expand(c: Tensor, x: Tensor) -> Tensor:
 def _batch_time(x: Tensor, t: Union[Tensor, float]) -> Tensor:
     """Return t as a (B,) tensor matching x's batch, dtype and device; clear errors otherwise."""
     if not torch.is_tensor(t):
-        t = torch.tensor(float(t))
+        t = torch.tensor(float(t), dtype=x.dtype, device=x.device)  # keep float64 precision for float64 x
     if x.dim() < 1:
         raise ValueError(f"x must have a batch dimension, shape (B, *shape); got a scalar")
     if t.dim() == 0:
