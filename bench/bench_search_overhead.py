@@ -8,12 +8,16 @@ reward that never improves, so RBF spends every quota with all runs in every bat
 method:
 
 1. one recording pass through a wrapper logs the batch size of every model call the search makes;
-2. then, interleaved ``repeats`` times (so machine noise hits both alike): the search itself
-   (plain model, no wrapper), and the *bare* calls: the same number of calls of the same batch
-   sizes on pre-built inputs, (a) of the raw MLP and (b) of ``interpolants.convert(mlp, Linear(),
-   VP())`` (what a user calling the converted model directly would pay per evaluation).
+2. then, interleaved ``repeats`` times (so machine noise hits all alike): the search itself
+   (plain model, no wrapper), and *bare* calls of the raw MLP on pre-built inputs:
+   (a) "own calls": the same calls, same batch sizes, as the search made;
+   (b) "one draw / call": the calls the paper's algorithm makes for the same kind of run, one
+       draw per run and call (RBF with ``proposals_per_tick=1``; for the other methods (a) = (b)).
 
-The table reports best-of-repeats wall times and ratio = search / bare (the overhead factor).
+RBF evaluates chunks of draws per call by default and discards the draws after an accepted one
+(not NFE, column "discarded / run"); the row "rbf (1 / call)" is RBF with ``proposals_per_tick=1``.
+The table reports best-of-repeats wall times and ratio = search / bare. The vp-sde search uses
+precomputed per-step constants of the Linear -> VP conversion, so the bare calls are of the raw MLP.
 DPS methods also run a backward pass per evaluation, which the bare forward calls do not.
 """
 
@@ -24,7 +28,7 @@ import time
 
 import torch
 
-from toyflow import interpolants, search
+from toyflow import search
 from toyflow.models import VelocityMLP
 
 
@@ -83,31 +87,39 @@ def main():
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     mlp = VelocityMLP().eval()
-    converted = interpolants.convert(mlp, interpolants.Linear(), interpolants.VP())
     reward = QuadReward() if args.reward == "quadratic" else FlatReward()
     kw = dict(mode="vp-sde", budget=args.budget, steps=args.steps, runs=args.runs, shape=(2,))
 
     print(f"R = {args.runs} runs, budget {args.budget}, {args.steps} steps, vp-sde, VelocityMLP() untrained, "
           f"{reward.name} reward, {args.threads} thread(s), best of {args.repeats}")
-    header = f"{'method':<8} {'calls':>6} {'NFE/run':>8} {'search ms':>10} {'bare MLP ms':>12} {'ratio':>6} " \
-             f"{'bare conv ms':>13} {'ratio':>6}"
+    header = f"{'method':<15} {'calls':>6} {'NFE/run':>8} {'discarded/run':>14} {'search ms':>10} " \
+             f"{'own calls ms':>13} {'ratio':>6} {'1 draw/call ms':>15} {'ratio':>6}"
     print(header)
     print("-" * len(header))
-    for method in args.methods.split(","):
-        logger = _Logger(mlp)
-        res = search.run(method, logger, reward, generator=torch.Generator().manual_seed(1), **kw)
-        sizes = logger.sizes
-        max_b = max(sizes)
-        t_search, t_bare, t_conv = [], [], []
+    rows = [(m, {}) for m in args.methods.split(",")]
+    if "rbf" in args.methods.split(","):
+        rows.insert([m for m, _ in rows].index("rbf") + 1, ("rbf (1 / call)", {"proposals_per_tick": 1}))
+    for label, options in rows:
+        method = label.split()[0]
+
+        def sizes_of(opts):
+            logger = _Logger(mlp)
+            res = search.run(method, logger, reward, generator=torch.Generator().manual_seed(1), **kw, **opts)
+            return logger.sizes, res
+
+        sizes, res = sizes_of(options)
+        strict = sizes_of({"proposals_per_tick": 1})[0] if method.startswith("rbf") else sizes
+        t_search, t_own, t_strict = [], [], []
         for _ in range(args.repeats):
             t0 = time.perf_counter()
-            search.run(method, mlp, reward, generator=torch.Generator().manual_seed(1), **kw)
+            search.run(method, mlp, reward, generator=torch.Generator().manual_seed(1), **kw, **options)
             t_search.append(time.perf_counter() - t0)
-            t_bare.append(bare_calls(mlp, sizes, max_b))
-            t_conv.append(bare_calls(converted, sizes, max_b))
-        s, b, c = min(t_search), min(t_bare), min(t_conv)
-        print(f"{method:<8} {len(sizes):>6} {res.nfe.float().mean().item():>8.1f} {s * 1e3:>10.1f} {b * 1e3:>12.1f} "
-              f"{s / b:>6.2f} {c * 1e3:>13.1f} {s / c:>6.2f}")
+            t_own.append(bare_calls(mlp, sizes, max(sizes)))
+            t_strict.append(bare_calls(mlp, strict, max(strict)))
+        s, b, c = min(t_search), min(t_own), min(t_strict)
+        print(f"{label:<15} {len(sizes):>6} {res.nfe.float().mean().item():>8.1f} "
+              f"{res.discarded.float().mean().item():>14.1f} {s * 1e3:>10.1f} {b * 1e3:>13.1f} {s / b:>6.2f} "
+              f"{c * 1e3:>15.1f} {s / c:>6.2f}")
 
 
 if __name__ == "__main__":

@@ -106,7 +106,7 @@ def test_minimum_budgets_documented():
 
 
 def test_one_batched_model_call_per_tick(gmm):
-    """RBF: one call for the initial draw, then one per tick holding one candidate per active run."""
+    """RBF: one call for the initial draw, then one per tick holding the candidates of every active run."""
 
     class Logged(torch.nn.Module):
         def __init__(self):
@@ -117,13 +117,26 @@ def test_one_batched_model_call_per_tick(gmm):
             self.sizes.append(x.shape[0])
             return gmm(x, t)
 
+    # strictly one candidate per active run and tick: every evaluation is charged
     model = Logged()
-    res = search.run("rbf", model, near_mu3, budget=60, steps=STEPS, runs=16, shape=(2,), generator=gen(3))
-    assert sum(model.sizes) == int(res.nfe.sum())
+    res = search.run("rbf", model, near_mu3, budget=60, steps=STEPS, runs=16, shape=(2,), generator=gen(3),
+                     proposals_per_tick=1)
+    assert sum(model.sizes) == int(res.nfe.sum()) and int(res.discarded.sum()) == 0
     assert len(model.sizes) == 1 + int(res.nfe.max()) - 1
     assert model.sizes[0] == 16 and max(model.sizes) == 16
     # batches shrink only as runs finish: sizes are non-increasing
     assert all(a >= b for a, b in zip(model.sizes, model.sizes[1:]))
+    strict_calls = len(model.sizes)
+
+    # default: chunks of draws, at most CHUNK_MAX_ROWS x 16 rows per call
+    from toyflow.search.rbf import CHUNK_MAX_ROWS
+
+    model = Logged()
+    res = search.run("rbf", model, near_mu3, budget=60, steps=STEPS, runs=16, shape=(2,), generator=gen(3))
+    assert sum(model.sizes) == int(res.nfe.sum()) + int(res.discarded.sum())
+    assert model.sizes[0] == 16 and max(model.sizes) <= CHUNK_MAX_ROWS * 16
+    assert len(model.sizes) < strict_calls
+    assert bool((res.nfe <= 60).all())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -205,7 +218,7 @@ def test_rbf_always_improving_reward_accepts_first_and_rolls_over(gmm):
 def test_rbf_every_third_candidate_improves(gmm):
     # calls: 0 = initial draw, then one call per tick; value (call // 3) rises at every third tick
     res = search.run("rbf", gmm, Counter(lambda i: float(i // 3)), budget=B, steps=STEPS, runs=2, shape=(2,),
-                     generator=gen(), record=True)
+                     generator=gen(), record=True, proposals_per_tick=1)
     assert res.nfe_per_step.tolist() == [[1, 3, 3, 3, 3, 3]] * 2
     assert res.history.quota.tolist() == [[1, 9, 15, 21, 27, 33]] * 2
     acc = res.history.accepted[1][0].tolist()
@@ -215,11 +228,16 @@ def test_rbf_every_third_candidate_improves(gmm):
 def test_rbf_spend_rest_at_last_step(gmm):
     """Official-code deviation: the last search step draws all that is left and keeps the best."""
     res = search.run("rbf", gmm, Counter(lambda i: float(i)), budget=B, steps=STEPS, runs=3, shape=(2,),
-                     generator=gen(), spend_rest_at_last_step=True, record=True)
+                     generator=gen(), spend_rest_at_last_step=True, record=True, proposals_per_tick=1)
     assert res.nfe_per_step.tolist() == [[1, 1, 1, 1, 1, B - 5]] * 3
     assert bool((res.nfe == B).all())
     last = res.history.accepted[STEPS - 1]
     assert last.sum(1).tolist() == [1, 1, 1] and bool(last[:, -1].all())  # the best = the last (rising reward)
+    # in chunks of 4: the same ledger; 3 unread draws at each of the 4 early-accepting steps
+    res = search.run("rbf", gmm, Counter(lambda i: float(i)), budget=B, steps=STEPS, runs=3, shape=(2,),
+                     generator=gen(), spend_rest_at_last_step=True, proposals_per_tick=4)
+    assert res.nfe_per_step.tolist() == [[1, 1, 1, 1, 1, B - 5]] * 3
+    assert res.discarded.tolist() == [12] * 3
 
 
 def test_rbf_initial_particles_keeps_the_best_draw(gmm):
@@ -236,6 +254,64 @@ def test_rbf_initial_particles_keeps_the_best_draw(gmm):
     res = search.run("rbf", gmm, Counter(lambda i: float(i)), budget=60, steps=STEPS, runs=2, shape=(2,),
                      generator=gen(), initial_particles=8)
     assert res.nfe_per_step.tolist() == [[8, 1, 1, 1, 1, 1]] * 2
+
+
+def test_rbf_chunked_proposals_charge_only_what_the_algorithm_draws(gmm):
+    """Chunks of 4 draws per tick: the ledger and the quotas are those of one-at-a-time drawing."""
+    kw = dict(budget=B, steps=STEPS, runs=3, shape=(2,), generator=gen(), record=True, proposals_per_tick=4)
+    res = search.run("rbf", gmm, Counter(lambda i: 0.0), **kw)  # never improves: chunks 4 + 4 + 1 per step
+    assert res.nfe_per_step.tolist() == [[1, 9, 9, 9, 9, 9]] * 3
+    assert res.discarded.tolist() == [0, 0, 0]
+    assert res.history.proposal_mask[1].sum(1).tolist() == [9, 9, 9]
+    res = search.run("rbf", gmm, Counter(lambda i: float(i)), **kw)  # the first draw of every chunk improves
+    assert res.nfe_per_step.tolist() == [[1, 1, 1, 1, 1, 1]] * 3
+    assert res.history.quota.tolist() == [[1, 9, 17, 25, 33, 41]] * 3
+    assert res.discarded.tolist() == [3 * (STEPS - 1)] * 3  # 3 unread draws per search step
+    for k in range(1, STEPS):
+        assert res.history.accepted[k].tolist() == [[True]] * 3
+
+
+def test_rbf_chunk_accepts_the_first_improving_draw_in_order(gmm):
+    """Within a chunk the draws are read in order: the first that beats the best is taken, even if
+    a later one of the same chunk is better."""
+
+    class RowReward:  # the one search tick (2 runs x 4 draws): draw j gets [0, 1, 5, 9][j]; else 0
+        calls = 0
+
+        def __call__(self, x0):
+            self.calls += 1
+            if self.calls != 2:  # the initial draw and the final x0 step
+                return torch.zeros(x0.shape[0])
+            return torch.tensor([0.0, 1.0, 5.0, 9.0]).repeat(x0.shape[0] // 4)
+
+    res = search.run("rbf", gmm, RowReward(), budget=B, steps=2, runs=2, shape=(2,), generator=gen(),
+                     proposals_per_tick=4, record=True)
+    assert res.nfe_per_step.tolist() == [[1, 2]] * 2  # draws 0 and 1 charged, 1 accepted
+    assert res.discarded.tolist() == [2, 2]
+    assert res.history.proposal_rewards[1].tolist() == [[0.0, 1.0]] * 2
+    assert res.history.accepted[1].tolist() == [[False, True]] * 2
+
+
+@pytest.mark.slow
+def test_rbf_chunked_and_one_at_a_time_agree_in_distribution(gmm):
+    """Same algorithm, other random stream: mean reward and mean NFE agree within 4 standard errors."""
+    kw = dict(mode="vp-sde", budget=40, steps=STEPS, runs=3000, shape=(2,))
+    one = search.run("rbf", gmm, near_mu3, generator=gen(5), proposals_per_tick=1, **kw)
+    many = search.run("rbf", gmm, near_mu3, generator=gen(6), proposals_per_tick=8, **kw)
+    assert int(one.discarded.sum()) == 0 and int(many.discarded.sum()) > 0
+    for a, b in ((one.rewards, many.rewards), (one.nfe.double(), many.nfe.double())):
+        se = ((a.var() + b.var()) / a.shape[0]).sqrt()
+        assert abs(float(a.mean() - b.mean())) < 4 * float(se), (float(a.mean()), float(b.mean()), float(se))
+
+
+def test_rbf_linear_ode_shortcut_equals_the_literal_path(gmm):
+    """linear-ode: coinciding candidates are evaluated once; recording takes the literal path. Same result."""
+    kw = dict(mode="linear-ode", budget=50, steps=STEPS, runs=8, shape=(2,))
+    fast = search.run("rbf", gmm, near_mu3, generator=gen(7), initial_particles=4, **kw)
+    slow = search.run("rbf", gmm, near_mu3, generator=gen(7), initial_particles=4, record=True, **kw)
+    assert torch.equal(fast.samples, slow.samples) and torch.equal(fast.rewards, slow.rewards)
+    assert torch.equal(fast.nfe_per_step, slow.nfe_per_step)
+    assert torch.equal(slow.history.nfe, slow.nfe_per_step)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -260,11 +336,13 @@ def test_custom_allocation_with_svdd_and_rbf(gmm):
     res = search.run("rbf", gmm, Counter(lambda i: 0.0), allocation=search.Rollover(FrontLoaded()), **kw)
     assert res.nfe_per_step.tolist() == [[1, 22, 5, 5, 5, 5]] * 3
     # no rollover: leftovers are lost; with Rollover(FrontLoaded) they carry over
-    res = search.run("rbf", gmm, Counter(lambda i: float(i // 2)), allocation=FrontLoaded(), record=True, **kw)
+    # (rewards that count calls: one draw per call, proposals_per_tick=1)
+    res = search.run("rbf", gmm, Counter(lambda i: float(i // 2)), allocation=FrontLoaded(), record=True,
+                     proposals_per_tick=1, **kw)
     assert res.nfe_per_step.tolist() == [[1, 2, 2, 2, 2, 2]] * 3
     assert res.history.quota.tolist() == [[1, 22, 5, 5, 5, 5]] * 3
     res = search.run("rbf", gmm, Counter(lambda i: float(i // 2)), allocation=search.Rollover(FrontLoaded()),
-                     record=True, **kw)
+                     record=True, proposals_per_tick=1, **kw)
     assert res.history.quota.tolist() == [[1, 22, 25, 28, 31, 34]] * 3
 
 

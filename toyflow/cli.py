@@ -85,7 +85,7 @@ def _cmd_train_mnist(args) -> int:
 
     data = load_mnist(args.split, args.data_dir, download=args.download)
     out = Path(args.out or "runs/mnist-flow")
-    model = UNet()
+    model = UNet(channels=tuple(args.channels), mid_blocks=args.mid_blocks)
     res = train_flow(
         model, data.images, "linear", _train_config(args), checkpoint_path=out, resume=args.resume,
         extra_config={"dataset": f"mnist-{args.split}", "task": "mnist", "command": _command_line()},
@@ -203,6 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--out", default=None, help="checkpoint path without suffix")
         if name == "mnist":
             p.add_argument("--split", default="test", help="which MNIST file set to train on (default test: t10k)")
+            p.add_argument("--channels", type=int, nargs=3, default=[32, 64, 128], metavar=("C28", "C14", "C7"),
+                           help="UNet widths at 28x28, 14x14, 7x7 (default 32 64 128)")
+            p.add_argument("--mid-blocks", type=int, default=2, help="UNet residual blocks at 7x7 (default 2)")
             _add_train_options(p, steps=6000, batch=128, lr=1e-3)
         else:
             p.add_argument("--role", choices=("reward", "evaluator"), required=True)

@@ -276,4 +276,5 @@ def run(
         history=history,
         options=opts,
         sampler=sampler,
+        discarded=ctx.ledger.discarded.clone(),
     )

@@ -182,16 +182,25 @@ class Context:
 
     # -- velocity (the only place the model is called) ---------------------------------------
     def velocity(
-        self, x: Tensor, k: IntOrTensor, run: Optional[Tensor] = None, cols: Optional[tuple] = None, unique: bool = False
+        self,
+        x: Tensor,
+        k: IntOrTensor,
+        run: Optional[Tensor] = None,
+        cols: Optional[tuple] = None,
+        unique: bool = False,
+        charge: bool = True,
     ) -> Tensor:
-        """u_{t_k}(x) for a batch; charges one NFE per row to the ledger.
+        """u_{t_k}(x) for a batch; charges one NFE per row to the ledger (``charge=False``: the
+        caller charges what the algorithm used itself, see RBF's chunked proposals).
 
         ``run`` None: rows are run-major, B = R * n (row b belongs to run b // n), or B = R with
         ``k`` (R,) per run. Otherwise ``run`` (B,) names each row's run. ``cols``: the grid row of
         ``k`` already gathered (see :meth:`GridVelocity.apply`), a shortcut for tight loops.
         """
         B = x.shape[0]
-        if run is None:
+        if not charge:
+            pass
+        elif run is None:
             if isinstance(k, int):
                 if B % self.R:
                     raise RuntimeError(f"internal error: {B} rows are not a whole number of particles per run")
@@ -244,14 +253,16 @@ class Context:
         r = check_reward(self.reward_fn(x0), x0.shape[0], self.reward_name)
         return r if r.dtype == self.dtype else r.to(self.dtype)
 
-    def guided(self, x: Tensor, k: IntOrTensor, run: Optional[Tensor] = None, cols=None, unique: bool = False):
+    def guided(
+        self, x: Tensor, k: IntOrTensor, run: Optional[Tensor] = None, cols=None, unique: bool = False, charge: bool = True
+    ):
         """Velocity, x0_hat, reward and grad_x r(x0_hat(x)) at (x, t_k), the gradient through the model.
 
         One NFE per row (the backward pass is not counted as an NFE).
         """
         with torch.enable_grad():
             xg = x.detach().requires_grad_(True)
-            u = self.velocity(xg, k, run, cols=cols, unique=unique)
+            u = self.velocity(xg, k, run, cols=cols, unique=unique, charge=charge)
             x0 = self.x0(xg, u, k)
             r = self.reward(x0)
             if not r.requires_grad:

@@ -74,6 +74,8 @@ class Ledger:
         self._arange = torch.arange(self.runs, device=device)
         self._ones = torch.ones(self.runs, dtype=torch.int64, device=device)
         self._bound = 0  # an upper bound on spent.max(); the exact check runs only when it passes the budget
+        # evaluations made but not used by the algorithm (RBF's chunked proposals after the accepted one)
+        self.discarded = torch.zeros(self.runs, dtype=torch.int64, device=device)
 
     @property
     def left(self) -> Tensor:
@@ -108,12 +110,25 @@ class Ledger:
             self.spent.index_add_(0, run, ones)
             self._bound += 1 if unique else n
         if self._bound > self.budget:
-            self._bound = int(self.spent.max())
-            if self._bound > self.budget:
-                raise BudgetExceeded(
-                    f"internal error: a run spent {self._bound} NFE, more than its budget of {self.budget}; "
-                    "please report this as a toyflow bug"
-                )
+            self._exact_check()
+
+    def charge_table(self, per_step: Tensor) -> None:
+        """Charge a whole (runs, steps) table of NFE at once (a method that kept its own count).
+        Raises :class:`BudgetExceeded` if any run would pass the budget."""
+        if per_step.shape != self.per_step.shape:
+            raise RuntimeError(f"internal error: NFE table of shape {tuple(per_step.shape)}, "
+                               f"expected {tuple(self.per_step.shape)}")
+        self.per_step += per_step
+        self.spent += per_step.sum(1)
+        self._exact_check()
+
+    def _exact_check(self) -> None:
+        self._bound = int(self.spent.max())
+        if self._bound > self.budget:
+            raise BudgetExceeded(
+                f"internal error: a run spent {self._bound} NFE, more than its budget of {self.budget}; "
+                "please report this as a toyflow bug"
+            )
 
     def check(self) -> None:
         """Assert the ledger is consistent (per_step sums to spent, nothing over budget)."""
@@ -218,7 +233,7 @@ class StaticAllocation(AllocationScheme):
         q = torch.diff(self.cumulative(steps, torch.tensor([int(total)]))[0]).to(device)
 
         def f(step: Tensor, spent: Tensor) -> Tensor:
-            return q[step]
+            return q.index_select(0, step)
 
         return f
 
@@ -289,7 +304,7 @@ class Rollover(AllocationScheme):
         upto = self._cumulative(steps, torch.tensor([int(total)]))[0, 1:].to(device)  # base_0 + ... + base_s
 
         def f(step: Tensor, spent: Tensor) -> Tensor:
-            return (upto[step] - spent).clamp_min_(0)
+            return (upto.index_select(0, step) - spent).clamp_min_(0)
 
         return f
 

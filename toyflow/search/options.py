@@ -182,14 +182,28 @@ class RBFOptions:
       candidate but draw everything left and keep the best. Paper: False; the official code: True.
     - ``allocation``: per-step quota; default ``Rollover(Uniform())`` (the paper: uniform base
       quota, unused NFE roll over to the next step).
+    - ``proposals_per_tick``: how many of its next proposals a run evaluates in one model call
+      (speed only; the same algorithm). The paper draws one at a time and stops at the first that
+      improves; a chunk of m draws evaluated together is read in draw order, the NFE ledger charges
+      the draws up to and including the accepted one, and the later ones are discarded unread
+      (``SearchResult.discarded``), so the samples have the same distribution and the same NFE
+      accounting (the random stream differs, so results differ from ``1`` draw by draw).
+      ``None`` (default): adaptive; a run at grid time t_k draws ``1 + floor(2 s / p_k)`` at once,
+      p_k = (early acceptances + 1) / (draws + 1) seen at t_k so far in this call and s = 0.5 the
+      target share of discarded draws, capped at ``4 * runs / (runs still searching)`` and at the
+      run's remaining quota. ``1``: strictly one evaluation per draw (use it when discarded
+      evaluations of an expensive model cost more than the per-call overhead they save).
     """
 
     initial_particles: int = 1
     spend_rest_at_last_step: bool = False
     allocation: AllocationScheme = field(default_factory=lambda: Rollover(Uniform()))
+    proposals_per_tick: Optional[int] = None
 
     def __post_init__(self):
         _positive_int("initial_particles", self.initial_particles)
+        if self.proposals_per_tick is not None:
+            _positive_int("proposals_per_tick", self.proposals_per_tick)
         if not isinstance(self.spend_rest_at_last_step, bool):
             raise TypeError(f"spend_rest_at_last_step must be True or False, got {self.spend_rest_at_last_step!r}")
         _allocation(self.allocation)

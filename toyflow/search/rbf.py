@@ -18,8 +18,13 @@ from t_j to t_{j+1}; the last step t_{K-1} -> 0 is the deterministic x0_hat step
 NFE per run: initial_particles + sum of the candidates drawn <= budget; minimum budget
 ``initial_particles + steps - 1`` (one candidate per search step).
 
-Vectorized: all R runs advance together, one batched model call per tick with one candidate per
-active run, whatever step each run is at (runs that finished are left out of the batch).
+Vectorized: all R runs advance together, one batched model call per tick, whatever step each run
+is at. In a tick each searching run evaluates a chunk of its next draws (``proposals_per_tick``;
+default adaptive, see :class:`~toyflow.search.options.RBFOptions`): the chunk is read in draw
+order, the ledger charges the draws up to the first improving one (or the whole chunk), and the
+rest are discarded unread (``SearchResult.discarded``, not NFE). With ``proposals_per_tick=1``
+this is literally one draw per run and call. Drawing several at once changes how fast a call
+advances a run, not what the algorithm does: the draws are i.i.d. given the held particle.
 In "linear-ode" mode all candidates of a step coincide (the ODE step has one outcome), so only the
 initial draw can diversify the search.
 """
@@ -28,14 +33,19 @@ from __future__ import annotations
 
 from typing import Optional
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from toyflow.search._core import Context
-from toyflow.search.budget import clamp_quota
 from toyflow.search.options import RBFOptions
 
 __all__ = ["minimum_budget", "run_rbf"]
+
+# proposals_per_tick=None: chunk widths keep the expected share of discarded draws near
+# CHUNK_DISCARD_SHARE, and a model call holds at most CHUNK_MAX_ROWS x runs rows
+CHUNK_DISCARD_SHARE = 0.5
+CHUNK_MAX_ROWS = 4
 
 
 def minimum_budget(steps: int, opts: RBFOptions) -> int:
@@ -72,102 +82,196 @@ def run_rbf(ctx: Context, opts: RBFOptions, lam: Optional[float] = None):
         rec.hold(0, H[:, 0:1], H[:, 2:3], r[:, None])
         rec.set_quota(None, 0, torch.full((R,), n0, dtype=torch.int64, device=dev))
 
-    out_H, out_r = H, r
     if S > 0:
-        search_total = ctx.budget - n0
-        base_quota = opts.allocation.for_total(S, search_total, device=dev)
-        tab = ctx.tick_table()  # row k: step t_k -> t_{k+1}, then x0_hat and velocity rows of t_{k+1}
-        W = tab.shape[1]
-
-        def quota_for(k_now: Tensor, alive: Tensor, n: int) -> Tensor:
-            """Clamped quota of the search step each working run is about to start."""
-            spent = (ctx.ledger.spent if n == R else ctx.ledger.spent[alive]) - n0
-            q = base_quota(k_now, spent)
-            if spend_rest:
-                q = torch.where(k_now == S - 1, search_total - spent, q)
-            return clamp_quota(q, k_now, S, search_total - spent)
-
-        out_H, out_r = H.clone(), r.clone()
-        alive = ar  # run id of each working row; finished runs are compacted away
-        k = torch.zeros(R, dtype=torch.int64, device=dev)  # grid index of each held particle
-        best = r.clone()  # best reward on the path so far
-        remaining = quota_for(k, alive, R)  # candidates the current step may still draw
-        if rec is not None:
-            rec.set_quota(None, 1, remaining)
-        sb_r = torch.full((R,), -torch.inf, dtype=ctx.dtype, device=dev)  # the step's best candidate so far
-        SB = torch.zeros_like(H)
-        sb_slot = torch.zeros(R, dtype=torch.int64, device=dev)  # its slot in the history
-        stochastic = ctx.sde
-        n = R
-        while True:
-            # one candidate for every working run, all evaluated in one batched model call
-            T2 = tab[k]
-            c = T2.view((n, W) + ones).unbind(1)
-            y = torch.addcmul(c[0] * H[:, 0], c[1], H[:, 1])
-            if stochastic:
-                y = y.addcmul_(c[2], ctx.noise(n))
-            if guided:
-                y = y.addcmul_(c[3], H[:, 3], value=1.0 / lam)
-            kn = k + 1
-            vcols = (T2[:, 6],) + c[7:]
-            run = None if n == R else alive
-            if guided:
-                uy, y0, ry, gy = ctx.guided(y, kn, run, cols=vcols, unique=True)
-                cand = torch.stack([y, uy, y0, gy], 1)
-            else:
-                uy = ctx.velocity(y, kn, run, cols=vcols, unique=True)
-                y0 = torch.addcmul(c[4] * y, c[5], uy)
-                ry = ctx.reward(y0)
-                cand = torch.stack([y, uy, y0], 1)
-            if rec is not None:
-                slot_now = rec.candidate_rows(alive, kn, y0, ry)
-                sb_slot = torch.where(ry > sb_r, slot_now, sb_slot)
-            better = ry > sb_r
-            sb_r = torch.where(better, ry, sb_r)
-            SB = torch.where(better.view((n, 1) + ones), cand, SB)
-            remaining -= 1
-            fin = ry > best  # accept the first candidate that beats the best so far ...
-            if spend_rest:
-                fin &= k != S - 1
-            fin |= remaining <= 0  # ... or take the step's best when the quota is spent
-            if not bool(fin.any()):
-                continue
-            H = torch.where(fin.view((n, 1) + ones), SB, H)
-            r = torch.where(fin, sb_r, r)
-            best = torch.maximum(best, r)  # best >= r before, so only finishing runs change
-            k = k.add_(fin)
-            sb_r = sb_r.masked_fill_(fin, -torch.inf)
-            if rec is not None:
-                fr = fin.nonzero().squeeze(1)
-                rec.accept_rows(alive[fr], k[fr], sb_slot[fr])
-                rec.hold_rows(alive[fr], k[fr], H[fr, 0], H[fr, 2], r[fr])
-            if int(k.max()) >= S:  # some runs finished their last search step: write out, compact
-                done = k >= S
-                d = done.nonzero().squeeze(1)
-                out_H[alive[d]] = H[d]
-                out_r[alive[d]] = r[d]
-                keep = (~done).nonzero().squeeze(1)
-                n = keep.shape[0]
-                if n == 0:
-                    break
-                alive, H, SB, r, best, k = alive[keep], H[keep], SB[keep], r[keep], best[keep], k[keep]
-                sb_r, remaining, fin = sb_r[keep], remaining[keep], fin[keep]
-                if rec is not None:
-                    sb_slot = sb_slot[keep]
-            # unused quota is not carried here: the allocation decides (Rollover adds it back)
-            remaining = torch.where(fin, quota_for(k, alive, n), remaining)
-            if rec is not None:
-                go = fin.nonzero().squeeze(1)
-                rec.set_quota(alive[go], k[go] + 1, remaining[go])
+        H, r = _search_steps(ctx, opts, lam, H, r)
 
     # the last step t_{K-1} -> 0: x0_hat (plus the guidance term for RBF+DPS), free
-    x, u = out_H[:, 0], out_H[:, 1]
+    x, u = H[:, 0], H[:, 1]
     xK = ctx.step(x, u, K - 1)
     if guided:
-        xK = xK + (ctx.h(K - 1, x) / lam) * out_H[:, 3]
+        xK = xK + (ctx.h(K - 1, x) / lam) * H[:, 3]
     rK = ctx.reward(xK)
     if rec is not None:
         slots = rec.candidates(K, xK[:, None], rK[:, None])
         rec.accept(K, slots, torch.ones(R, 1, dtype=torch.bool, device=dev))
         rec.hold(K, xK[:, None], xK[:, None], rK[:, None])
     return xK, rK, torch.zeros(R, dtype=torch.int64, device=dev)
+
+
+def _search_steps(ctx: Context, opts: RBFOptions, lam: Optional[float], H: Tensor, r: Tensor):
+    """Search steps 0 .. S-1 of all R runs, one batched model call per tick. ``H`` (R, P, *shape)
+    holds each run's particle [x, u, x0_hat (, grad r)] at t_0 and ``r`` (R,) its reward; returns
+    both at t_{K-1}.
+
+    Every tick, each run still searching evaluates a chunk of its next draws (``width`` of them,
+    rows in draw order); finished runs keep their place but draw nothing. The per-run bookkeeping
+    (R small integers and rewards) lives in numpy: RBF makes a few dozen such operations per tick,
+    and a numpy one costs well under a microsecond where a torch one costs several.
+    """
+    R, K, shape = ctx.R, ctx.K, ctx.shape
+    S = K - 1
+    n0 = opts.initial_particles
+    rec = ctx.recorder
+    guided = lam is not None
+    dev = ctx.device
+    spend_rest = opts.spend_rest_at_last_step
+    ones = (1,) * len(shape)
+    search_total = ctx.budget - n0
+    base_quota = opts.allocation.for_total(S, search_total, device=dev)
+    tab = ctx.tick_table()  # row k: step t_k -> t_{k+1}, then x0_hat and velocity rows of t_{k+1}
+    W = tab.shape[1]
+
+    def to_torch(a: np.ndarray) -> Tensor:
+        return torch.from_numpy(a).to(dev)
+
+    def quota_for(k_now: np.ndarray) -> np.ndarray:
+        """Clamped quota of the search step each run is about to start (k_now < S)."""
+        q = base_quota(to_torch(k_now), to_torch(spent)).cpu().numpy()
+        left = search_total - spent
+        if spend_rest:
+            q = np.where(k_now == S - 1, left, q)
+        # at least 1, and one NFE kept for each later step (as budget.clamp_quota)
+        return np.maximum(np.minimum(q, left - (S - 1) + k_now), 1).astype(np.int64)
+
+    runs = np.arange(R)
+    spent = np.zeros(R, dtype=np.int64)  # search NFE of each run so far
+    per_step = np.zeros((R, K), dtype=np.int64)  # charged to the ledger at the end
+    discarded = np.zeros(R, dtype=np.int64)
+    k = np.zeros(R, dtype=np.int64)  # grid index of each held particle (S: done)
+    r_np = r.detach().to(torch.float64).cpu().numpy()  # float64 holds every reward dtype exactly
+    best = r_np.copy()  # best reward on the path so far
+    remaining = quota_for(k)  # draws the current step may still make (0 once done)
+    if rec is not None:
+        rec.set_quota(None, 1, to_torch(remaining))
+    sb_r = np.full(R, -np.inf)  # the step's best draw so far
+    SB = torch.zeros_like(H)
+    sb_slot = np.zeros(R, dtype=np.int64)  # its slot in the history
+    stochastic = ctx.sde
+    # linear-ode: every draw of a step is the same point; evaluate it once and charge the draws the
+    # algorithm makes (1 if it improves, else the whole quota). All runs then move in lockstep.
+    # Recording takes the literal path so that every charged draw appears in the history.
+    coincide = not stochastic and rec is None
+    fixed = opts.proposals_per_tick
+    # adaptive widths: draws and early acceptances seen so far at each grid index; with acceptance
+    # rate p a chunk of m discards about p (m - 1) / 2 draws per draw, so m = 1 + 2 share / p
+    seen_draws = np.zeros(K + 1, dtype=np.int64)
+    seen_accepts = np.zeros(K + 1, dtype=np.int64)
+    n_done = 0
+    while True:
+        kn = k + 1
+        if coincide:
+            width = np.ones(R, dtype=np.int64)
+        elif fixed is None:
+            chunk = 1 + (2 * CHUNK_DISCARD_SHARE * (seen_draws[kn] + 1)) // (seen_accepts[kn] + 1)
+            width = np.minimum(np.minimum(chunk.astype(np.int64), max(1, CHUNK_MAX_ROWS * R // (R - n_done))),
+                               remaining)
+        else:
+            width = np.minimum(remaining, fixed)
+        m = int(width.max())
+        dense = m == 1 and n_done == 0  # one draw per run: rows are runs
+        T2 = tab.index_select(0, to_torch(k))  # (R, W)
+        c = T2.view((R, W) + ones).unbind(1)
+        base = torch.addcmul(c[0] * H[:, 0], c[1], H[:, 1])  # (R, *shape), the deterministic part
+        if guided:
+            base = base.addcmul_(c[3], H[:, 3], value=1.0 / lam)
+        if dense:
+            N, src, start = R, runs, runs
+            y = base.addcmul_(c[2], ctx.noise(R)) if stochastic else base
+            cm, tcol, krow = c, T2[:, 6], to_torch(kn)
+        else:  # width[i] draws of run i in rows start[i] .. start[i] + width[i] - 1, in draw order
+            start = np.cumsum(width) - width
+            N = int(start[-1] + width[-1])
+            src = np.repeat(runs, width)  # (N,) run of each row
+            src_t = to_torch(src)
+            Tm = T2.index_select(0, src_t)
+            cm = Tm.view((N, W) + ones).unbind(1)
+            tcol, krow = Tm[:, 6], to_torch(kn[src])
+            y = base.index_select(0, src_t)
+            if stochastic:
+                y = y.addcmul_(cm[2], ctx.noise(N))
+        vcols = (tcol,) + cm[7:]
+        if guided:
+            uy, y0, ry, gy = ctx.guided(y, krow, cols=vcols, charge=False)
+        else:
+            uy = ctx.velocity(y, krow, cols=vcols, charge=False)
+            y0 = torch.addcmul(cm[4] * y, cm[5], uy)
+            ry = ctx.reward(y0)
+        ry_np = ry.detach().to(torch.float64).cpu().numpy()
+        no_stop = (k == S - 1) if spend_rest else None  # runs that may not stop early
+        if dense:
+            imp = ry_np > best  # the first draw that beats the best so far is accepted ...
+            if no_stop is not None:
+                imp &= ~no_stop
+            used = np.where(imp, 1, remaining) if coincide else np.ones(R, dtype=np.int64)
+            pick_j = np.zeros(R, dtype=np.int64)
+            idx, pick_r = None, ry_np
+        else:
+            rc = np.full((R, m), -np.inf)  # (R, m) rewards in draw order; -inf: no draw
+            rc[src, np.arange(N) - start[src]] = ry_np
+            imp_rc = rc > best[:, None]
+            if no_stop is not None:
+                imp_rc &= ~no_stop[:, None]
+            imp = imp_rc.any(1)
+            # charged: up to and including the first improving draw, else the whole chunk; the later
+            # draws of a chunk are discarded unread (the sequential algorithm never makes them). The
+            # first improving draw is also the best charged one (the draws before it are <= best).
+            first = imp_rc.argmax(1)
+            used = np.where(imp, first + 1, width)
+            pick_j = np.where(imp, first, rc.argmax(1))
+            idx = np.minimum(start + pick_j, N - 1)  # (runs without draws: any row, never used)
+            pick_r = np.where(width > 0, ry_np[idx], -np.inf)
+            discarded += width - used
+        active = k < S
+        per_step[runs[active], kn[active]] += used[active]
+        spent += used
+        if fixed is None and not coincide:
+            seen_draws += np.bincount(kn, weights=used, minlength=K + 1).astype(np.int64)
+            seen_accepts += np.bincount(kn[imp], minlength=K + 1)
+        if rec is not None:
+            if dense:
+                slot_now = rec.candidate_rows(to_torch(runs), to_torch(kn), y0, ry).cpu().numpy()
+            else:
+                slots = np.zeros((R, m), dtype=np.int64)
+                for jj in range(m):
+                    rows = np.nonzero(used > jj)[0]
+                    at = to_torch(start[rows] + jj)
+                    slots[rows, jj] = rec.candidate_rows(to_torch(rows), to_torch(kn[rows]), y0.index_select(0, at),
+                                                         ry.index_select(0, at)).cpu().numpy()
+                slot_now = slots[runs, pick_j]
+            sb_slot = np.where(pick_r > sb_r, slot_now, sb_slot)
+        better = pick_r > sb_r
+        if better.any():
+            sb_r = np.where(better, pick_r, sb_r)
+            cand = torch.stack([y, uy, y0] + ([gy] if guided else []), 1)  # (rows, P, *shape)
+            if idx is not None:
+                cand = cand.index_select(0, to_torch(idx))
+            SB = torch.where(to_torch(better).view((R, 1) + ones), cand, SB)  # (R, P, *shape)
+        remaining -= used
+        fin = imp | (remaining <= 0)  # ... or the step's best is kept when the quota is spent
+        fin &= active  # finished runs stay finished
+        if not fin.any():
+            continue
+        H = torch.where(to_torch(fin).view((R, 1) + ones), SB, H)
+        r_np = np.where(fin, sb_r, r_np)
+        best = np.maximum(best, r_np)  # best >= r before, so only finishing runs change
+        k += fin
+        sb_r[fin] = -np.inf
+        if rec is not None:
+            fr = np.nonzero(fin)[0]
+            fr_t = to_torch(fr)
+            rec.accept_rows(fr_t, to_torch(k[fr]), to_torch(sb_slot[fr]))
+            rec.hold_rows(fr_t, to_torch(k[fr]), H[fr_t, 0], H[fr_t, 2], to_torch(r_np[fr]).to(ctx.dtype))
+        done = k >= S
+        n_done = int(done.sum())
+        if n_done == R:
+            break
+        # a new quota for runs starting a step (unused quota is not carried here: the allocation
+        # decides, Rollover adds it back); none for finished runs
+        remaining = np.where(fin & ~done, quota_for(np.minimum(k, S - 1)), remaining)
+        remaining[done] = 0
+        if rec is not None:
+            go = np.nonzero(fin & ~done)[0]
+            rec.set_quota(to_torch(go), to_torch(k[go] + 1), to_torch(remaining[go]))
+    ctx.ledger.charge_table(to_torch(per_step))
+    ctx.ledger.discarded += to_torch(discarded)
+    return H, to_torch(r_np).to(ctx.dtype)

@@ -77,6 +77,8 @@ class SearchResult:
     (column k counts the velocity evaluations at grid time t_k), ``history`` (a
     :class:`SearchHistory` when ``record=True``, else None). ``options`` holds the method's options
     dataclass and ``sampler`` the :class:`~toyflow.search.options.SamplerOptions` used.
+    ``discarded`` (R,) int64: model evaluations made but never used, not NFE (RBF evaluates chunks
+    of proposals and discards those after the accepted one; zero for the other methods).
     """
 
     samples: Tensor
@@ -91,6 +93,7 @@ class SearchResult:
     history: Optional[SearchHistory] = None
     options: Any = None
     sampler: Any = None
+    discarded: Optional[Tensor] = None
 
     @property
     def runs(self) -> int:
