@@ -1,4 +1,5 @@
 """MNIST figures for bench/RESULTS.md (issue 4). Run:  python bench/bench_mnist.py [--data-dir ../shared/data/mnist]
+[--flow CHECKPOINT --quality-only]
 
 - classifier accuracy on data they did not train on (reward: train5k; evaluator: t10k);
 - flow quality: 1,000 unconditional samples, 20 Euler steps (linear ODE): share classified by the
@@ -16,6 +17,7 @@ import torch
 
 from toyflow import dynamics, metrics, pretrained
 from toyflow.data.mnist import load_mnist
+from toyflow.models import load_model
 
 
 @torch.no_grad()
@@ -26,12 +28,16 @@ def accuracy(model, data, batch=1000) -> float:
     return correct / len(data.labels)
 
 
-def main(data_dir=None, n=1000, seed=0) -> None:
+def main(data_dir=None, n=1000, seed=0, flow_checkpoint=None, quality_only=False) -> None:
     torch.set_num_threads(2)
     test, train5k = load_mnist("test", data_dir), load_mnist("train5k", data_dir)
     reward, evaluator, flow = (pretrained.load(k) for k in ("mnist-reward", "mnist-evaluator", "mnist-flow"))
-    print(f"reward classifier (trained on t10k) accuracy on train5k: {accuracy(reward, train5k):.4f}")
-    print(f"evaluator (trained on train5k) accuracy on t10k: {accuracy(evaluator, test):.4f}")
+    if flow_checkpoint is not None:  # a training checkpoint instead of the shipped flow
+        flow = load_model(flow_checkpoint, arch="unet").float().requires_grad_(False)
+        print(f"flow: {flow_checkpoint} ({sum(p.numel() for p in flow.parameters()):,} parameters)")
+    if not quality_only:
+        print(f"reward classifier (trained on t10k) accuracy on train5k: {accuracy(reward, train5k):.4f}")
+        print(f"evaluator (trained on train5k) accuracy on t10k: {accuracy(evaluator, test):.4f}")
     g = torch.Generator().manual_seed(seed)
     xs = []
     for _ in range(0, n, 250):
@@ -47,6 +53,8 @@ def main(data_dir=None, n=1000, seed=0) -> None:
     fid = metrics.classifier_fid(x, test.images[:n], evaluator)
     floor = metrics.classifier_fid(test.images[5000:5000 + n], test.images[:n], evaluator)
     print(f"classifier-feature FID vs real t10k digits: samples {fid:.2f}; other real t10k digits {floor:.2f} (floor)")
+    if quality_only:
+        return
     fid5 = metrics.classifier_fid(x, train5k.images[:n], evaluator)
     floor5 = metrics.classifier_fid(test.images[:n], train5k.images[:n], evaluator)
     print(f"classifier-feature FID vs train5k (the evaluator's own training digits): samples {fid5:.2f}; "
@@ -66,5 +74,7 @@ if __name__ == "__main__":
     p = argparse.ArgumentParser()
     p.add_argument("--data-dir", default="../shared/data/mnist")
     p.add_argument("--n", type=int, default=1000)
+    p.add_argument("--flow", default=None, help="evaluate this flow checkpoint instead of the shipped mnist-flow")
+    p.add_argument("--quality-only", action="store_true", help="only the flow quality and FID lines")
     a = p.parse_args()
-    main(a.data_dir, a.n)
+    main(a.data_dir, a.n, flow_checkpoint=a.flow, quality_only=a.quality_only)

@@ -20,6 +20,36 @@ def test_train_2d_then_sample_png(tmp_path, capsys):
     assert "wrote" in capsys.readouterr().out
 
 
+def test_export_half_precision_round_trip(tmp_path, capsys):
+    """toyflow export: float16 storage, half the bytes, loads back into a float32 model within fp16 rounding."""
+    import json
+
+    from toyflow.models import load_model, save_model
+    from toyflow.models.unet import UNet
+
+    torch.manual_seed(0)
+    model = UNet(channels=(8, 16, 32), mid_blocks=1)
+    for p in model.parameters():  # non-zero everywhere (the last convs start at zero)
+        p.data.normal_(0, 0.1)
+    save_model(tmp_path / "full", model, step=7, command="toyflow train mnist ...")
+    assert main(["export", str(tmp_path / "full"), str(tmp_path / "half")]) == 0
+    assert "float16" in capsys.readouterr().out
+    full, half = (tmp_path / "full.safetensors").stat().st_size, (tmp_path / "half.safetensors").stat().st_size
+    assert half < 0.55 * full
+    cfg = json.loads((tmp_path / "half.json").read_text())
+    assert cfg["weights_dtype"] == "float16" and cfg["step"] == 7 and cfg["command"] == "toyflow train mnist ..."
+    assert cfg["export_command"].startswith("toyflow export")
+    back = load_model(tmp_path / "half", arch="unet")
+    for (name, a), b in zip(model.state_dict().items(), back.state_dict().values()):
+        assert b.dtype == a.dtype, name
+        assert torch.allclose(a, b, rtol=1e-3, atol=1e-4), name  # fp16 keeps 11 significant bits
+        assert torch.equal(a.half().float(), b), name
+    x, t = torch.randn(2, 1, 28, 28), torch.rand(2)
+    assert torch.allclose(model(x, t), back(x, t), rtol=0, atol=1e-2)
+    with pytest.raises(TypeError, match="floating torch.dtype"):
+        save_model(tmp_path / "bad", model, weights_dtype=torch.int8)
+
+
 def test_cli_errors_are_clear(tmp_path, capsys):
     assert main(["train", "2d", "--dataset", "donuts", "--steps", "2", "--quiet", "--out", str(tmp_path / "x")]) == 2
     assert "unknown dataset 'donuts'" in capsys.readouterr().err

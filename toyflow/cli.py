@@ -7,6 +7,7 @@
     toyflow bench search --task ... --methods ... --modes ... --budgets ... --runs ... --out results.csv
     toyflow demo [--out DIR]
     toyflow figures [--out figures]
+    toyflow export CHECKPOINT OUT [--dtype float16]
 """
 
 from __future__ import annotations
@@ -33,8 +34,9 @@ def _add_train_options(p: argparse.ArgumentParser, *, steps: int, batch: int, lr
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def _command_line() -> str:
-    return " ".join(["toyflow"] + sys.argv[1:])
+def _command_line(args) -> str:
+    """The command as the user gave it (recorded in checkpoints)."""
+    return " ".join(["toyflow"] + list(args.argv))
 
 
 def _train_config(args, **overrides):
@@ -70,7 +72,7 @@ def _cmd_train_2d(args) -> int:
 
     res = train_flow(
         model, data, args.schedule, _train_config(args), checkpoint_path=out, resume=args.resume,
-        extra_config={"dataset": args.dataset, "task": "2d", "command": _command_line()},
+        extra_config={"dataset": args.dataset, "task": "2d", "command": _command_line(args)},
     )
     print(f"trained {sum(p.numel() for p in model.parameters())} parameters for {res.steps} steps "
           f"in {res.wall_time:.1f} s on {res.device}; final loss {sum(res.losses[-100:]) / len(res.losses[-100:]):.4f}")
@@ -88,7 +90,7 @@ def _cmd_train_mnist(args) -> int:
     model = UNet(channels=tuple(args.channels), mid_blocks=args.mid_blocks)
     res = train_flow(
         model, data.images, "linear", _train_config(args), checkpoint_path=out, resume=args.resume,
-        extra_config={"dataset": f"mnist-{args.split}", "task": "mnist", "command": _command_line()},
+        extra_config={"dataset": f"mnist-{args.split}", "task": "mnist", "command": _command_line(args)},
     )
     print(f"trained UNet ({sum(p.numel() for p in model.parameters())} parameters) for {res.steps} steps "
           f"in {res.wall_time:.1f} s on {res.device}")
@@ -110,7 +112,7 @@ def _cmd_train_classifier(args) -> int:
     res = train_classifier(
         model, data.images, data.labels, _train_config(args, seed=seed),
         augment=lambda x, g: random_shift(x, 2, g), checkpoint_path=out, resume=args.resume,
-        extra_config={"dataset": f"mnist-{split}", "role": args.role, "command": _command_line()},
+        extra_config={"dataset": f"mnist-{split}", "role": args.role, "command": _command_line(args)},
     )
     print(f"trained {args.role} classifier on {split} in {res.wall_time:.1f} s; checkpoint: {res.checkpoint}")
     return 0
@@ -179,6 +181,25 @@ def _cmd_figures(args) -> int:
     return 0
 
 
+def _cmd_export(args) -> int:
+    import json
+
+    import torch
+
+    from toyflow.checkpoint import checkpoint_paths
+    from toyflow.models import load_model, save_model
+
+    dtypes = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+    model = load_model(args.checkpoint)
+    config = json.loads(checkpoint_paths(args.checkpoint)[1].read_text())
+    extra = {k: v for k, v in config.items() if k not in ("arch", "arch_config", "weights_dtype")}
+    extra["export_command"] = _command_line(args)
+    save_model(args.out, model, weights_dtype=dtypes[args.dtype], **extra)
+    weights = checkpoint_paths(args.out)[0]
+    print(f"wrote {weights} ({weights.stat().st_size / 1e6:.2f} MB, {args.dtype})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="toyflow", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
@@ -238,11 +259,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("figures", help="regenerate every README figure")
     p.add_argument("--out", default="figures", help="output folder (default figures)")
     p.set_defaults(func=_cmd_figures)
+
+    p = sub.add_parser("export", help="copy a checkpoint's inference weights, e.g. as float16 for shipping")
+    p.add_argument("checkpoint", help="checkpoint path (with or without .safetensors)")
+    p.add_argument("out", help="output checkpoint path without suffix")
+    p.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float16",
+                   help="storage dtype of the floating-point weights (default float16)")
+    p.set_defaults(func=_cmd_export)
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args) or 0)
