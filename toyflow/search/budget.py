@@ -39,6 +39,7 @@ from __future__ import annotations
 
 from typing import Optional, Union
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -185,6 +186,11 @@ class AllocationScheme:
 
         return f
 
+    def for_total_numpy(self, steps: int, total: int):
+        """Optional fast path of :meth:`for_total` on numpy int64 arrays (RBF keeps its per-run
+        counters in numpy). ``None`` (the default): callers use :meth:`for_total`."""
+        return None
+
     def plan(self, steps: int, total: Tensor) -> Tensor:
         """(R, steps) quotas the scheme would give if every step spent exactly its quota."""
         spent = torch.zeros_like(total)
@@ -234,6 +240,14 @@ class StaticAllocation(AllocationScheme):
 
         def f(step: Tensor, spent: Tensor) -> Tensor:
             return q.index_select(0, step)
+
+        return f
+
+    def for_total_numpy(self, steps: int, total: int):
+        q = torch.diff(self.cumulative(steps, torch.tensor([int(total)]))[0]).numpy()
+
+        def f(step, spent):
+            return q[step]
 
         return f
 
@@ -305,6 +319,14 @@ class Rollover(AllocationScheme):
 
         def f(step: Tensor, spent: Tensor) -> Tensor:
             return (upto.index_select(0, step) - spent).clamp_min_(0)
+
+        return f
+
+    def for_total_numpy(self, steps: int, total: int):
+        upto = self._cumulative(steps, torch.tensor([int(total)]))[0, 1:].numpy()
+
+        def f(step, spent):
+            return np.maximum(upto[step] - spent, 0)
 
         return f
 

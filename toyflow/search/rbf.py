@@ -124,9 +124,14 @@ def _search_steps(ctx: Context, opts: RBFOptions, lam: Optional[float], H: Tenso
     def to_torch(a: np.ndarray) -> Tensor:
         return torch.from_numpy(a).to(dev)
 
+    base_quota_np = opts.allocation.for_total_numpy(S, search_total)
+
     def quota_for(k_now: np.ndarray) -> np.ndarray:
         """Clamped quota of the search step each run is about to start (k_now < S)."""
-        q = base_quota(to_torch(k_now), to_torch(spent)).cpu().numpy()
+        if base_quota_np is not None:
+            q = base_quota_np(k_now, spent)
+        else:
+            q = base_quota(to_torch(k_now), to_torch(spent)).cpu().numpy()
         left = search_total - spent
         if spend_rest:
             q = np.where(k_now == S - 1, left, q)
@@ -162,21 +167,20 @@ def _search_steps(ctx: Context, opts: RBFOptions, lam: Optional[float], H: Tenso
         if coincide:
             width = np.ones(R, dtype=np.int64)
         elif fixed is None:
-            chunk = 1 + (2 * CHUNK_DISCARD_SHARE * (seen_draws[kn] + 1)) // (seen_accepts[kn] + 1)
-            width = np.minimum(np.minimum(chunk.astype(np.int64), max(1, CHUNK_MAX_ROWS * R // (R - n_done))),
-                               remaining)
+            chunk = (1 + (2 * CHUNK_DISCARD_SHARE * (seen_draws + 1)) // (seen_accepts + 1)).astype(np.int64)
+            width = np.minimum(np.minimum(chunk[kn], max(1, CHUNK_MAX_ROWS * R // (R - n_done))), remaining)
         else:
             width = np.minimum(remaining, fixed)
         m = int(width.max())
         dense = m == 1 and n_done == 0  # one draw per run: rows are runs
         T2 = tab.index_select(0, to_torch(k))  # (R, W)
-        c = T2.view((R, W) + ones).unbind(1)
-        base = torch.addcmul(c[0] * H[:, 0], c[1], H[:, 1])  # (R, *shape), the deterministic part
+        c = T2.view((R, W) + ones)  # c[:, j]: column j, broadcastable against (R, *shape)
+        base = torch.addcmul(c[:, 0] * H[:, 0], c[:, 1], H[:, 1])  # (R, *shape), the deterministic part
         if guided:
-            base = base.addcmul_(c[3], H[:, 3], value=1.0 / lam)
+            base = base.addcmul_(c[:, 3], H[:, 3], value=1.0 / lam)
         if dense:
             N, src, start = R, runs, runs
-            y = base.addcmul_(c[2], ctx.noise(R)) if stochastic else base
+            y = base.addcmul_(c[:, 2], ctx.noise(R)) if stochastic else base
             cm, tcol, krow = c, T2[:, 6], to_torch(kn)
         else:  # width[i] draws of run i in rows start[i] .. start[i] + width[i] - 1, in draw order
             start = np.cumsum(width) - width
@@ -184,19 +188,21 @@ def _search_steps(ctx: Context, opts: RBFOptions, lam: Optional[float], H: Tenso
             src = np.repeat(runs, width)  # (N,) run of each row
             src_t = to_torch(src)
             Tm = T2.index_select(0, src_t)
-            cm = Tm.view((N, W) + ones).unbind(1)
+            cm = Tm.view((N, W) + ones)
             tcol, krow = Tm[:, 6], to_torch(kn[src])
             y = base.index_select(0, src_t)
             if stochastic:
-                y = y.addcmul_(cm[2], ctx.noise(N))
-        vcols = (tcol,) + cm[7:]
+                y = y.addcmul_(cm[:, 2], ctx.noise(N))
+        vcols = (tcol,) + tuple(cm[:, j] for j in range(7, W))
         if guided:
             uy, y0, ry, gy = ctx.guided(y, krow, cols=vcols, charge=False)
         else:
             uy = ctx.velocity(y, krow, cols=vcols, charge=False)
-            y0 = torch.addcmul(cm[4] * y, cm[5], uy)
+            y0 = torch.addcmul(cm[:, 4] * y, cm[:, 5], uy)
             ry = ctx.reward(y0)
-        ry_np = ry.detach().to(torch.float64).cpu().numpy()
+        ry_np = ry.detach().cpu()
+        ry_np = ry_np.numpy().astype(np.float64) if ry_np.dtype in (torch.float32, torch.float64) else \
+            ry_np.to(torch.float64).numpy()  # float64 holds every reward dtype exactly
         no_stop = (k == S - 1) if spend_rest else None  # runs that may not stop early
         if dense:
             imp = ry_np > best  # the first draw that beats the best so far is accepted ...
