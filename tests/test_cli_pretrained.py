@@ -95,3 +95,21 @@ def test_bench_search_csv_and_shards(tmp_path):
     strip = lambda r: {k: v for k, v in r.items() if not k.startswith("wall")}  # noqa: E731
     assert sorted(map(strip, parts), key=key) == sorted(map(strip, full), key=key)
     assert main(args + ["--shard", "3/3", "--out", str(tmp_path / "bad.csv")]) == 2
+
+
+def test_bench_search_method_options(tmp_path, capsys):
+    """--option METHOD.KEY=VALUE reaches search.run and is recorded; typos fail before any cell runs."""
+    args = ["bench", "search", "--task", "rare-mode", "--methods", "smc", "rbf", "--modes", "vp-sde",
+            "--budgets", "40", "--runs", "8", "--steps", "4"]
+    assert main(args + ["--out", str(tmp_path / "a.csv"), "--option", "smc.lam=0.05", "rbf.proposals_per_tick=1"]) == 0
+    rows = {r["method"]: r for r in _read(tmp_path / "a.csv")}
+    assert rows["smc"]["options"] == "lam=0.05" and rows["rbf"]["options"] == "proposals_per_tick=1"
+    assert main(args + ["--out", str(tmp_path / "b.csv")]) == 0
+    plain = {r["method"]: r for r in _read(tmp_path / "b.csv")}
+    assert plain["smc"]["options"] == "" and plain["smc"]["reward_mean"] != rows["smc"]["reward_mean"]
+    assert main(args + ["--out", str(tmp_path / "c.csv"), "--option", "smc.lamda=0.05"]) == 2
+    assert "lamda" in capsys.readouterr().err and not (tmp_path / "c.csv").exists()
+    assert main(args + ["--out", str(tmp_path / "d.csv"), "--option", "svdd.lam=1"]) == 2
+    assert "not among the methods" in capsys.readouterr().err
+    assert main(args + ["--out", str(tmp_path / "e.csv"), "--option", "smc-lam=1"]) == 2
+    assert "METHOD.KEY=VALUE" in capsys.readouterr().err

@@ -7,7 +7,8 @@
 Columns: task, model, method, mode, budget, steps, runs, status, reward_mean, reward_se, realism,
 diversity, nfe_mean, nfe_max, wall_time_s, wall_per_run_s, and for MNIST tasks accuracy (held-out
 evaluator, target class), fid (evaluator features vs held-out real digits; empty when no real
-digits are found), feature_diversity. ``--shard i/n`` keeps every n-th grid cell starting at i,
+digits are found), feature_diversity, options (the method options given with ``--option``, e.g.
+``--option smc.lam=0.05 rbf.proposals_per_tick=1``). ``--shard i/n`` keeps every n-th grid cell starting at i,
 so a job array writes CSVs that concatenate (``tail -n +2`` all but the first). Every cell has
 its own seed derived from its coordinates, so a cell gives the same numbers in any shard.
 """
@@ -32,7 +33,8 @@ from tqdm.auto import tqdm
 
 from toyflow.checkpoint import atomic_write_text
 
-__all__ = ["Task", "TASKS_2D", "TASKS_MNIST", "make_task", "run_cell", "run_grid", "add_arguments", "main", "COLUMNS"]
+__all__ = ["Task", "TASKS_2D", "TASKS_MNIST", "make_task", "run_cell", "run_grid", "add_arguments", "main", "COLUMNS",
+           "parse_method_options"]
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +48,7 @@ METHOD_VARIANTS = MappingProxyType({
 COLUMNS = (
     "task", "model", "method", "mode", "budget", "steps", "time_grid", "runs", "status", "reward_mean", "reward_se",
     "realism", "diversity", "nfe_mean", "nfe_max", "wall_time_s", "wall_per_run_s", "accuracy", "fid",
-    "feature_diversity",
+    "feature_diversity", "options",
 )
 
 
@@ -129,7 +131,8 @@ def run_cell(task: Task, method: str, mode: str, budget: int, *, steps: int = 10
     from toyflow import search
 
     row = {"task": task.name, "model": task.model_name, "method": method, "mode": mode, "budget": budget,
-           "steps": steps, "time_grid": time_grid, "runs": runs}
+           "steps": steps, "time_grid": time_grid, "runs": runs,
+           "options": " ".join(f"{k}={v!r}" for k, v in sorted((options or {}).items()))}
     g = torch.Generator().manual_seed(seed + cell_seed(task.name, task.model_name, method, mode, budget, steps))
     base_method, variant_options = METHOD_VARIANTS.get(method, (method, {}))
     t0 = time.perf_counter()
@@ -179,13 +182,30 @@ def parse_shard(text: str) -> tuple[int, int]:
 def run_grid(tasks: Sequence[str], methods: Sequence[str], modes: Sequence[str], budgets: Sequence[int], *,
              models: Sequence[str] = ("oracle",), runs: int = 64, steps: int = 10, seed: int = 0,
              shard: tuple[int, int] = (0, 1), out: Optional[Path] = None, digits: Sequence[int] = (7,),
-             data_dir: Optional[str] = None, time_grid: str = "uniform", progress: bool = True) -> list[dict]:
-    """Run the grid (this shard of it); rows are written to ``out`` (atomically) after every cell."""
+             data_dir: Optional[str] = None, time_grid: str = "uniform", progress: bool = True,
+             method_options: Optional[dict] = None) -> list[dict]:
+    """Run the grid (this shard of it); rows are written to ``out`` (atomically) after every cell.
+
+    ``method_options``: {method name: {option: value}} passed to ``search.run`` for that method
+    (e.g. ``{"smc": {"lam": 0.05}}``); a method name not in ``methods`` is an error.
+    """
     from toyflow import search
 
     unknown = [m for m in methods if m not in search.METHODS and m not in METHOD_VARIANTS]
     if unknown:
         raise ValueError(f"unknown methods {unknown}; choose from {', '.join(tuple(search.METHODS) + tuple(METHOD_VARIANTS))}")
+    method_options = dict(method_options or {})
+    stray = [m for m in method_options if m not in methods]
+    if stray:
+        raise ValueError(f"options given for {stray}, which are not among the methods {list(methods)}")
+    from toyflow.search.options import build_options
+
+    for method, opts in method_options.items():  # unknown keys / bad values fail here, not as skipped cells
+        base_method, variant = METHOD_VARIANTS.get(method, (method, {}))
+        try:
+            build_options(base_method, {**variant, **opts})
+        except TypeError as e:
+            raise ValueError(f"options of {method}: {e}") from None
     bad_modes = [m for m in modes if m not in search.MODES]
     if bad_modes:
         raise ValueError(f"unknown modes {bad_modes}; choose from {', '.join(search.MODES)}")
@@ -205,7 +225,8 @@ def run_grid(tasks: Sequence[str], methods: Sequence[str], modes: Sequence[str],
         key = (task_name, model, digit)
         if key not in built:
             built[key] = make_task(task_name, model, digit=digit if digit is not None else 7, data_dir=data_dir)
-        rows.append(run_cell(built[key], method, mode, budget, steps=steps, runs=runs, seed=seed, time_grid=time_grid))
+        rows.append(run_cell(built[key], method, mode, budget, steps=steps, runs=runs, seed=seed, time_grid=time_grid,
+                             options=method_options.get(method)))
         if out is not None:
             write_csv(out, rows)
     return rows
@@ -228,13 +249,34 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shard", default="0/1", help="run the i-th of n slices of the grid, e.g. 2/8")
     p.add_argument("--out", default="results.csv", help="CSV to write (default results.csv)")
     p.add_argument("--plot", default=None, help="also draw the scaling curves to this PNG")
+    p.add_argument("--option", nargs="+", default=[], metavar="METHOD.KEY=VALUE",
+                   help="a method option, e.g. smc.lam=0.05 code.block=4 (values are Python literals)")
+
+
+def parse_method_options(items: Sequence[str]) -> dict:
+    """["smc.lam=0.05", "rbf.proposals_per_tick=1"] -> {"smc": {"lam": 0.05}, "rbf": {"proposals_per_tick": 1}}."""
+    import ast
+
+    out: dict = {}
+    for item in items:
+        name, eq, value = item.partition("=")
+        method, dot, key = name.partition(".")
+        if not (eq and dot and method and key):
+            raise ValueError(f"--option {item!r}: write METHOD.KEY=VALUE, e.g. smc.lam=0.05")
+        try:
+            parsed = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            parsed = value  # a bare word, e.g. rbf.allocation is not supported but diffusion=square is
+        out.setdefault(method, {})[key] = parsed
+    return out
 
 
 def main(args: argparse.Namespace) -> int:
     out = Path(args.out)
     rows = run_grid(args.task, args.methods, args.modes, args.budgets, models=args.models, runs=args.runs,
                     steps=args.steps, seed=args.seed, shard=parse_shard(args.shard), out=out,
-                    digits=args.digits, data_dir=args.data_dir, time_grid=args.time_grid)
+                    digits=args.digits, data_dir=args.data_dir, time_grid=args.time_grid,
+                    method_options=parse_method_options(args.option))
     print(f"wrote {len(rows)} rows to {out}")
     if args.plot:
         import matplotlib
