@@ -125,31 +125,14 @@ NB01 = [
     md(r"""
     ## The velocity field at several times
 
-    Sampling runs *backwards* in t, so a particle moves along $-u_t(x)$. The arrows show $-u_t$ of
-    the MLP (top) and of the exact flow (bottom). At $t = 1$ every point is pushed toward the data
-    mean; as $t \to 0$ the field splits toward the eight modes.
+    Sampling runs *backwards* in t, so a particle moves along $-u_t(x)$. `viz.velocity_field` draws
+    $-u_t$ on a 15 x 15 grid for the MLP (top) and for the exact flow (bottom); any callable
+    `f(x, t)` works. At $t = 1$ every point is pushed toward the data mean; as $t \to 0$ the field
+    splits toward the eight modes.
     """),
     code("""
-    ticks = torch.linspace(-2.8, 2.8, 15)
-    grid = torch.cartesian_prod(ticks, ticks)  # (225, 2) points
-    times = (1.0, 0.7, 0.4, 0.1)
-    fig, axs = plt.subplots(2, len(times), figsize=(12, 6.4), sharex=True, sharey=True, layout="constrained")
-    for j, t in enumerate(times):
-        tt = torch.full((len(grid),), t)
-        with torch.no_grad():
-            fields = {"MLP": model(grid, tt), "exact": gmm.velocity(grid, tt)}
-        for i, (name, u) in enumerate(fields.items()):
-            ax = axs[i, j]
-            speed = u.norm(dim=1)
-            direction = -u / speed[:, None]  # unit arrows; the colour shows the speed
-            ax.quiver(grid[:, 0], grid[:, 1], direction[:, 0], direction[:, 1], speed, cmap="viridis",
-                      angles="xy", scale_units="xy", scale=3.0, width=0.007)
-            ax.set(aspect="equal", title=f"{name}: $-u_t$ at t = {t:g}")
-            if i == 1:
-                ax.set_xlabel("$x[0]$")
-            if j == 0:
-                ax.set_ylabel("$x[1]$")
-    fig.suptitle("velocity fields: arrow = direction of motion while sampling, colour = speed |u| (per panel)");
+    viz.velocity_field({"MLP": model, "exact": gmm.velocity}, times=(1.0, 0.7, 0.4, 0.1),
+                       title="velocity fields: arrow = direction of motion while sampling, colour = speed |u| (per panel)")
     """),
     md(r"""
     ## ODE trajectories from the same noise
@@ -506,7 +489,8 @@ NB03 = [
     proposals drawn **from the same state** are more diverse. We can measure it directly: SVDD draws
     its proposals from the current particle, and `record=True` keeps them all
     (`history.proposals_x0[k]`, shape (runs, M, 2)). The diversity of one step's proposals is their
-    mean pairwise distance (`metrics.diversity`).
+    mean pairwise distance (`metrics.diversity`); `history.proposal_diversity()` averages it over
+    the runs, one value per grid step.
     """),
     code("""
     task_gmm, reward = rewards.task("rare-mode")
@@ -517,11 +501,7 @@ NB03 = [
         for mode in ("linear-sde", "vp-sde"):
             res = search.run("svdd", task_gmm, reward, mode=mode, budget=200, steps=10, runs=runs, shape=(2,),
                              generator=torch.Generator().manual_seed(0), record=True, diffusion=diffusion, eta=eta)
-            h = res.history
-            diversity[(mode, eta)] = [
-                np.mean([metrics.diversity(h.proposals_x0[k][i][h.proposal_mask[k][i]]) for i in range(runs)])
-                for k in range(1, 10)
-            ]
+            diversity[(mode, eta)] = res.history.proposal_diversity()[1:10].tolist()  # steps k = 1 .. 9
             print(f"eta = {eta:4g}, {viz.mode_label(mode)}: mean reward {res.rewards.mean():.3f}")
     """),
     code("""
@@ -590,7 +570,7 @@ NB04 = [
     """),
     code(FULL_CELL),
     setup("""
-    from toyflow import benchmark, dynamics, metrics, rewards, search, viz
+    from toyflow import benchmark, metrics, rewards, search, viz
     from toyflow.demo import format_table
 
     RUNS = 128 if FULL else 48
@@ -652,18 +632,17 @@ NB04 = [
     md(r"""
     ### Particle trajectories
 
-    The history holds every held particle: `history.states` (runs, K + 1, N, 2). For the single-path
-    methods (SVDD, RBF) we draw one path per run; for BoN the N parallel samples of one run; the
-    chosen one ends on the rare mode only if one of them happened to go there.
+    The history holds every held particle: `history.states` (runs, K + 1, N, 2), and
+    `history.trajectory(run)` returns them as a `Trajectory` to plot. For the single-path methods
+    (SVDD, RBF) `history.trajectory()` gives one path per run; for BoN we take the N parallel
+    samples of one run; the chosen one ends on the rare mode only if one of them happened to go there.
     """),
     code("""
-    times = results["bon"].history.times
-    paths = {
-        "BoN, run 0 (N = 20 samples)": results["bon"].history.states[0],          # (K + 1, N, 2)
-        f"SVDD ({RUNS} runs)": results["svdd"].history.states[:, :, 0].transpose(0, 1),  # (K + 1, R, 2)
-        f"RBF ({RUNS} runs)": results["rbf"].history.states[:, :, 0].transpose(0, 1),
+    trajs = {
+        "BoN, run 0 (N = 20 samples)": results["bon"].history.trajectory(run=0),  # xs: (K + 1, N, 2)
+        f"SVDD ({RUNS} runs)": results["svdd"].history.trajectory(),  # xs: (K + 1, R, 2)
+        f"RBF ({RUNS} runs)": results["rbf"].history.trajectory(),
     }
-    trajs = {name: dynamics.Trajectory(x=xs[-1], times=times, nfe=0, xs=xs, x0s=None) for name, xs in paths.items()}
     viz.trajectories_2d(trajs, show_x0=False, gmm=gmm, title="held particles of the search, Linear SDE")
     """),
     md(r"""

@@ -5,10 +5,13 @@ The model is the exact 8-Gaussian flow (GaussianMixtureFlow), samples are 2D.
 
 from __future__ import annotations
 
+import dataclasses
+import math
+
 import pytest
 import torch
 
-from toyflow import dynamics, interpolants, search
+from toyflow import dynamics, interpolants, metrics, search
 from toyflow.data.toy2d import eight_gaussians_gmm, eight_gaussians_means
 from toyflow.rewards import FunctionReward
 from toyflow.search._core import Context
@@ -422,6 +425,58 @@ def test_history_format(gmm, method):
         assert h.ess is not None and bool(((h.ess > 0) & (h.ess <= N + 1e-4)).all())
     else:
         assert h.ess is None
+
+
+def test_history_proposal_diversity(gmm):
+    R, K = 4, STEPS
+    res = search.run("svdd", gmm, near_mu3, mode="linear-sde", budget=40, steps=K, runs=R, shape=(2,),
+                     generator=gen(5), record=True)
+    h = res.history
+    div = h.proposal_diversity()
+    assert div.shape == (K + 1,) and div.dtype == torch.float64
+    assert math.isnan(div[0]) and math.isnan(div[K])  # SVDD: one initial draw, one final sample per run
+    for k in range(1, K):
+        want = sum(metrics.diversity(h.proposals_x0[k][i][h.proposal_mask[k][i]]) for i in range(R)) / R
+        assert float(div[k]) == pytest.approx(want, rel=1e-12)
+    # a run with fewer than 2 candidates at a step is left out of that step's mean
+    mask = [m.clone() for m in h.proposal_mask]
+    mask[2][0] = False
+    mask[2][0, 0] = True
+    part = dataclasses.replace(h, proposal_mask=mask).proposal_diversity()
+    want = sum(metrics.diversity(h.proposals_x0[2][i][h.proposal_mask[2][i]]) for i in range(1, R)) / (R - 1)
+    assert float(part[2]) == pytest.approx(want, rel=1e-12) and torch.equal(part[3], div[3])
+    # image-shaped candidates are flattened per sample; padding (mask False) is ignored
+    x = torch.randn(2, 3, 1, 2, 2, generator=gen(1), dtype=torch.float64)
+    m = torch.tensor([[True, True, True], [True, False, True]])
+    img = dataclasses.replace(h, proposals_x0=[x], proposal_mask=[m]).proposal_diversity()
+    want = (metrics.diversity(x[0].flatten(1)) + metrics.diversity(x[1, [0, 2]].flatten(1))) / 2
+    assert float(img[0]) == pytest.approx(want, rel=1e-12)
+
+
+def test_history_trajectory(gmm):
+    R, K = 3, STEPS
+    kw = dict(mode="linear-sde", budget=40, steps=K, runs=R, shape=(2,), record=True)
+    svdd = search.run("svdd", gmm, near_mu3, generator=gen(6), **kw)
+    h = svdd.history
+    tr = h.trajectory()  # single path per run: one path per run
+    assert isinstance(tr, dynamics.Trajectory)
+    assert tr.xs.shape == (K + 1, R, 2) and torch.equal(tr.xs, h.states[:, :, 0].transpose(0, 1))
+    assert torch.equal(tr.x, svdd.samples) and torch.equal(tr.times, h.times)
+    assert tr.x0s.shape == (K, R, 2) and torch.equal(tr.x0s, h.x0[:, :K, 0].transpose(0, 1))
+    assert tr.nfe == int(svdd.nfe.sum())
+
+    bon = search.run("bon", gmm, near_mu3, generator=gen(7), **kw)
+    h = bon.history
+    N = h.states.shape[2]
+    tr = h.trajectory(run=1)  # the N particles of run 1
+    assert tr.xs.shape == (K + 1, N, 2) and torch.equal(tr.xs, h.states[1]) and torch.equal(tr.x, h.states[1, K])
+    assert torch.equal(tr.x0s, h.x0[1, :K]) and tr.nfe == int(bon.nfe[1])
+    assert torch.equal(svdd.history.trajectory(2).xs, svdd.history.states[2])  # (K + 1, 1, 2)
+    with pytest.raises(ValueError, match=f"N = {N}.*run=r"):
+        h.trajectory()
+    for bad in (R, -1, True, 0.5):
+        with pytest.raises(ValueError, match=rf"run must be an integer in \[0, {R}\)"):
+            h.trajectory(bad)
 
 
 def test_smc_resamples_when_ess_low(gmm):

@@ -15,6 +15,7 @@ from matplotlib.collections import LineCollection, PathCollection, QuadMesh
 from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
+from matplotlib.quiver import Quiver
 from PIL import Image
 
 from conftest import eight_gaussians
@@ -90,6 +91,13 @@ def test_colors_labels_styles_cover_everything_and_are_read_only():
     assert viz.method_label("rbf+dps") == "RBF+DPS" and viz.method_label("mine") == "mine"
 
 
+def test_fallback_colors_avoid_the_builtin_method_colors():
+    builtin = {to_rgba(c) for c in viz.METHOD_COLORS.values()}
+    assert not builtin & {to_rgba(c) for c in viz._EXTRA_COLORS}
+    names = [f"scheme-{i}" for i in range(200)] + ["mine", "Rollover", "linear-decay"]
+    assert all(to_rgba(viz.method_color(n)) not in builtin for n in names)
+
+
 # --------------------------------------------------------------------------------------------
 # trajectories and densities
 # --------------------------------------------------------------------------------------------
@@ -146,6 +154,49 @@ def test_density_panels_matches_oracle(gmm):
     np.testing.assert_allclose(np.asarray(mesh.get_array()).reshape(16, 16), want.numpy(), rtol=1e-9)
 
 
+def test_velocity_field(gmm):
+    from toyflow.models import VelocityMLP
+
+    mlp = VelocityMLP(dim=2, hidden=8, depth=1)
+    times = (1.0, 0.5, 0.1)
+    fig = viz.velocity_field({"MLP": mlp, "exact": gmm.velocity}, times, n=5, title="two fields")
+    axs = np.array(panel_axes(fig)).reshape(2, 3)  # one row per field, one column per time
+    assert fig.get_suptitle() == "two fields"
+    assert axs[0, 0].get_title() == "MLP: $-u_t$ at t = 1" and axs[1, 2].get_title() == "exact: $-u_t$ at t = 0.1"
+    assert all(a.get_xlabel() for a in axs[1]) and all(a.get_ylabel() for a in axs[:, 0])
+    q = [c for c in axs[1, 1].collections if isinstance(c, Quiver)]
+    assert len(q) == 1 and q[0].N == 5 * 5  # one arrow per grid point
+    # arrows: unit length along -u_t; colour: the speed |u_t|
+    pts = torch.as_tensor(q[0].get_offsets(), dtype=torch.float64)
+    u = gmm.velocity(pts, torch.full((25,), 0.5, dtype=torch.float64))
+    np.testing.assert_allclose(np.stack([q[0].U, q[0].V], 1), (-u / u.norm(dim=1, keepdim=True)).numpy(), atol=1e-9)
+    np.testing.assert_allclose(q[0].get_array(), u.norm(dim=1).numpy(), rtol=1e-9)
+    assert pts[:, 0].min() == pytest.approx(-2.8) and pts[:, 1].max() == pytest.approx(2.8)
+
+    # draw into the caller's axes (1 field x 2 times), any model(x, t) callable works
+    own = Figure()
+    mine = own.subplots(1, 2)
+    assert viz.velocity_field({"exact": gmm}, [0.0, 1.0], axes=mine, n=3) is own
+    assert sum(isinstance(c, Quiver) for c in mine[1].collections) == 1
+
+
+def test_velocity_field_errors(gmm):
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        viz.velocity_field({"exact": gmm.velocity}, (1.5,))
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        viz.velocity_field({"exact": gmm.velocity}, (0.5, -0.1))
+    with pytest.raises(ValueError, match=r"'bad'.*\(4, 3\)"):
+        viz.velocity_field({"bad": lambda x, t: torch.zeros(x.shape[0], 3)}, (0.5,), n=2)
+    with pytest.raises(ValueError, match=r"'nan'.*NaN"):
+        viz.velocity_field({"nan": lambda x, t: torch.full_like(x, float("nan"))}, (0.5,), n=2)
+    with pytest.raises(ValueError, match="non-empty"):
+        viz.velocity_field({}, (0.5,))
+    with pytest.raises(TypeError, match="callable"):
+        viz.velocity_field({"u": 3.0}, (0.5,))
+    with pytest.raises(ValueError, match="axes must hold 2"):
+        viz.velocity_field({"exact": gmm.velocity}, (0.5, 0.2), axes=Figure().subplots(1, 3), n=2)
+
+
 def test_tilted_target(task):
     base, reward = task
     oracle = metrics.tilted_oracle(base, reward, 0.2, grid_size=32)
@@ -194,6 +245,28 @@ def test_budget_allocation(results):
         viz.budget_allocation(results, run=3)
     with pytest.raises(ValueError, match="error"):
         viz.budget_allocation(results, error="var")
+
+
+def test_budget_allocation_colors_override(results):
+    # two results of the same method: same colour by default, told apart with colors=
+    two = {"rbf": results["rbf"], "rbf, other seed": results["rbf"], "bon": results["bon"]}
+    K = results["rbf"].steps
+
+    def group_colors(fig):
+        bars = [p for p in fig.axes[0].patches if isinstance(p, Rectangle)]
+        return [bars[i * K].get_facecolor() for i in range(len(two))]
+
+    c = group_colors(viz.budget_allocation(two))
+    assert same_color(c[0], viz.METHOD_COLORS["rbf"]) and same_color(c[1], viz.METHOD_COLORS["rbf"])
+    c = group_colors(viz.budget_allocation(two, colors={"rbf, other seed": "tab:red", "BON": "k"}))
+    assert same_color(c[0], viz.METHOD_COLORS["rbf"])  # not overridden: the method's colour
+    assert same_color(c[1], "tab:red") and same_color(c[2], "k")  # by result name, case-insensitive
+    fig = viz.budget_allocation({"mine": results["rbf"]}, colors={"rbf": "C2"}, kind="step")  # by method
+    assert same_color(fig.axes[0].get_lines()[0].get_color(), "C2")
+    with pytest.raises(ValueError, match="not a matplotlib colour"):
+        viz.budget_allocation(two, colors={"rbf": "no-such-colour"})
+    with pytest.raises(TypeError, match="mapping"):
+        viz.budget_allocation(two, colors=["red"])
 
 
 def test_rbf_steps(results):
@@ -294,6 +367,16 @@ def test_scaling_curves(results_csv):
 
     fig = viz.scaling_curves(viz.read_results_csv(results_csv), metric="diversity", error=None, logx=False)
     assert fig.axes[0].get_ylabel().startswith("diversity")
+
+
+def test_scaling_curves_colors_override(results_csv):
+    fig = viz.scaling_curves(results_csv, colors={"rbf": "#123456"})
+    ax = [a for a in fig.axes if a.get_visible()][0]
+    lines = {l.get_label(): l for l in ax.get_lines()}
+    assert same_color(lines["RBF, VP SDE"].get_color(), "#123456")
+    assert same_color(lines["BoN, VP SDE"].get_color(), viz.METHOD_COLORS["bon"])
+    legend = {t.get_text(): h for t, h in zip(fig.legends[0].get_texts(), fig.legends[0].legend_handles)}
+    assert same_color(legend["RBF"].get_color(), "#123456")  # the legend follows the override
 
 
 def test_scaling_curves_errors(results_csv):

@@ -1,4 +1,5 @@
-"""Figures for toyflow: trajectories, exact densities, tilted targets, budget allocation, scaling curves.
+"""Figures for toyflow: trajectories, exact densities, velocity fields, tilted targets, budget allocation,
+scaling curves.
 
 Every function returns a :class:`matplotlib.figure.Figure` (or a
 :class:`matplotlib.animation.FuncAnimation`) and never calls ``plt.show``. Figures are created with
@@ -25,7 +26,7 @@ import math
 import os
 import tempfile
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Optional, Union
@@ -51,6 +52,7 @@ __all__ = [
     "mode_label",
     "trajectories_2d",
     "density_panels",
+    "velocity_field",
     "tilted_target",
     "budget_allocation",
     "rbf_steps",
@@ -113,8 +115,13 @@ MODE_LABELS: Mapping[str, str] = MappingProxyType(
     {"linear-ode": "Linear ODE", "linear-sde": "Linear SDE", "vp-sde": "VP SDE"}
 )
 
-# colours for method names outside METHOD_COLORS (your own schemes); chosen by a stable hash
-_EXTRA_COLORS = ("#17becf", "#bcbd22", "#9467bd", "#e377c2", "#393b79", "#637939", "#843c39", "#7b4173")
+# colours for method names outside METHOD_COLORS (your own schemes); chosen by a stable hash.
+# None of them is a METHOD_COLORS colour, so a custom scheme never looks like a built-in method.
+_EXTRA_COLORS = tuple(
+    c
+    for c in ("#17becf", "#bcbd22", "#9467bd", "#e377c2", "#393b79", "#637939", "#843c39", "#7b4173")
+    if to_rgba(c) not in {to_rgba(m) for m in METHOD_COLORS.values()}
+)
 _FALLBACK_MODE_STYLE = MappingProxyType({"linestyle": "-.", "marker": "D", "hatch": "xx"})
 _TIME_CMAP = "viridis"
 _REJECTED_COLOR = "0.55"
@@ -139,7 +146,10 @@ def _canon(method: str) -> str:
 
 def method_color(method: str) -> str:
     """Colour of ``method`` (case-insensitive). Names outside :data:`METHOD_COLORS` get a fixed
-    colour from a stable hash of the name, so your own schemes are consistent across figures."""
+    colour from a stable hash of the name, so your own schemes are consistent across figures; it is
+    never one of the built-in methods' colours, but two custom names can share one (there are
+    8 fallback colours): pick colours yourself with ``colors=`` in :func:`budget_allocation` and
+    :func:`scaling_curves`."""
     m = _canon(method)
     if m in METHOD_COLORS:
         return METHOD_COLORS[m]
@@ -159,6 +169,33 @@ def mode_style(mode: str) -> Mapping[str, str]:
 def mode_label(mode: str) -> str:
     """Display name of a mode ("vp-sde" -> "VP SDE"); other names are returned unchanged."""
     return MODE_LABELS.get(_canon(mode), mode)
+
+
+def _check_colors(colors: Optional[Mapping[str, str]]) -> dict[str, str]:
+    """A ``colors=`` override as {canonical name: colour}, each value checked to be a matplotlib colour."""
+    if colors is None:
+        return {}
+    if not isinstance(colors, Mapping):
+        raise TypeError(f"colors must be a mapping name -> matplotlib colour, e.g. {{'mine': 'C3'}}, "
+                        f"got {type(colors).__name__}")
+    out = {}
+    for name, c in colors.items():
+        try:
+            to_rgba(c)
+        except (TypeError, ValueError) as e:
+            raise ValueError(
+                f"colors[{name!r}] = {c!r} is not a matplotlib colour; use e.g. 'C3', 'tab:red' or '#1f77b4'"
+            ) from e
+        out[_canon(name)] = c
+    return out
+
+
+def _pick_color(colors: Mapping[str, str], *names: str) -> str:
+    """The first of ``names`` found in a checked ``colors`` override, else the last name's method colour."""
+    for name in names:
+        if _canon(name) in colors:
+            return colors[_canon(name)]
+    return method_color(names[-1])
 
 
 # --------------------------------------------------------------------------------------------
@@ -416,6 +453,90 @@ def density_panels(
     return fig
 
 
+def _field_dtype_device(f) -> tuple[torch.dtype, torch.device]:
+    """dtype / device of a velocity callable's weights (a module, or a bound method of one such as
+    ``gmm.velocity``); float32 on the CPU for a plain function."""
+    owner = f if isinstance(f, torch.nn.Module) else getattr(f, "__self__", None)
+    if isinstance(owner, torch.nn.Module):
+        for t in (*owner.parameters(), *owner.buffers()):
+            if torch.is_floating_point(t):
+                return t.dtype, t.device
+    return torch.float32, torch.device("cpu")
+
+
+def velocity_field(
+    fields: Mapping[str, Callable],
+    times: Sequence[float],
+    *,
+    bounds=(-2.8, 2.8),
+    n: int = 15,
+    axes=None,
+    title: Optional[str] = None,
+) -> Figure:
+    """2D velocity fields on an n x n grid: one row per field, one column per time.
+
+    fields: name -> callable ``f(x, t)`` returning the velocity u_t(x) (B, 2) for x (B, 2) and t (B,),
+    e.g. {"MLP": model, "exact": gmm.velocity}. Sampling runs from t = 1 to t = 0, so a particle
+    moves along -u_t: the arrows show -u_t at unit length (the direction of motion while sampling)
+    and their colour the speed |u_t| (colour scale per panel). Evaluated under ``torch.no_grad()``
+    in the dtype / device of the field's weights (float32 on the CPU for plain functions).
+    ``axes``: (len(fields), len(times)) axes to draw into.
+    """
+    if not isinstance(fields, Mapping) or not fields:
+        raise ValueError("fields must be a non-empty mapping name -> velocity callable f(x, t), e.g. {'MLP': model}")
+    for name, f in fields.items():
+        if not callable(f):
+            raise TypeError(f"fields[{name!r}] must be callable as f(x, t) -> velocity, got {type(f).__name__}")
+    try:
+        times = [float(t) for t in times]
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"times must be a sequence of numbers in [0, 1], got {times!r}") from e
+    if not times or any(not 0.0 <= t <= 1.0 for t in times):
+        raise ValueError(f"times must be a non-empty sequence of values in [0, 1] (1 = noise, 0 = data), got {times}")
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 2:
+        raise ValueError(f"n (grid points per axis) must be an integer >= 2, got {n!r}")
+    (x_lo, x_hi), (y_lo, y_hi) = _check_bounds(bounds)
+    gx = torch.linspace(x_lo, x_hi, int(n), dtype=torch.float64)
+    gy = torch.linspace(y_lo, y_hi, int(n), dtype=torch.float64)
+    grid = torch.cartesian_prod(gx, gy)  # (n * n, 2)
+    # arrow length 1/scale in data units: 5/6 of the grid spacing (scale = 3 for the defaults)
+    scale = 1.2 / min((x_hi - x_lo) / (n - 1), (y_hi - y_lo) / (n - 1))
+    pad = 1.0 / scale
+    nrows, ncols = len(fields), len(times)
+    fig, axs = _axes_grid(axes, nrows, ncols, (3.0 * ncols + 0.4, 3.0 * nrows + 0.6), sharex=True, sharey=True)
+    pts = grid.numpy()
+    for i, (name, f) in enumerate(fields.items()):
+        dtype, device = _field_dtype_device(f)
+        x = grid.to(device=device, dtype=dtype)
+        for j, t in enumerate(times):
+            with torch.no_grad():
+                u = f(x, torch.full((x.shape[0],), t, dtype=dtype, device=device))
+            if not torch.is_tensor(u):
+                raise TypeError(f"fields[{name!r}] must return a tensor (B, 2), got {type(u).__name__}")
+            if tuple(u.shape) != (x.shape[0], 2):
+                raise ValueError(
+                    f"fields[{name!r}] returned shape {tuple(u.shape)} for x of shape {tuple(x.shape)} at t = {t:g}; "
+                    "velocity_field needs a 2D velocity (B, 2) per point"
+                )
+            u = _np(u)
+            if not np.isfinite(u).all():
+                raise ValueError(f"fields[{name!r}] returned NaN or inf at t = {t:g}; check the model on this grid")
+            speed = np.linalg.norm(u, axis=1)
+            direction = -u / np.where(speed > 0, speed, 1.0)[:, None]  # unit arrows (zero where u = 0)
+            ax = axs[i, j]
+            ax.quiver(pts[:, 0], pts[:, 1], direction[:, 0], direction[:, 1], speed, cmap="viridis",
+                      angles="xy", scale_units="xy", scale=scale, width=0.007)
+            ax.set_xlim(x_lo - pad, x_hi + pad)
+            ax.set_ylim(y_lo - pad, y_hi + pad)
+            ax.set_aspect("equal")
+            ax.set_title(f"{name}: $-u_t$ at t = {t:g}", fontsize="medium")
+            _label_xy(ax, x=(i == nrows - 1), y=(j == 0))
+    if axes is None or title:
+        default = "velocity fields: arrow = direction of motion while sampling, colour = speed |u| (per panel)"
+        fig.suptitle(title or default)
+    return fig
+
+
 def tilted_target(
     oracle,
     samples: Optional[Mapping[str, Any]] = None,
@@ -530,6 +651,7 @@ def budget_allocation(
     error: Optional[str] = "std",
     kind: Optional[str] = None,
     show_uniform: bool = True,
+    colors: Optional[Mapping[str, str]] = None,
     ax=None,
     title: Optional[str] = None,
 ) -> Figure:
@@ -537,7 +659,9 @@ def budget_allocation(
     "std" across runs, "se", or None), or a single ``run``.
 
     results: name -> SearchResult (a name that is a method, e.g. "rbf", gets its label; others are
-    shown as given). Colour = the result's method; bars are hatched by mode when modes differ.
+    shown as given). Colour = the result's method (:func:`method_color`); ``colors`` (name ->
+    matplotlib colour, keyed by result name or by method, the name winning) overrides it, e.g. to
+    tell apart two results of the same method. Bars are hatched by mode when modes differ.
     ``kind``: "bar" (grouped bars, default up to 20 steps) or "step" (lines, default beyond).
     """
     if not isinstance(results, Mapping) or not results:
@@ -546,6 +670,7 @@ def budget_allocation(
         raise ValueError(f"error must be 'std', 'se' or None, got {error!r}")
     for name, res in results.items():
         _check_result(res, f"results[{name!r}]")
+    colors = _check_colors(colors)
     K = max(int(r.nfe_per_step.shape[1]) for r in results.values())
     kind = kind or ("bar" if K <= 20 else "step")
     if kind not in ("bar", "step"):
@@ -570,7 +695,7 @@ def budget_allocation(
                 sd = nfe.std(0, ddof=1) / (math.sqrt(nfe.shape[0]) if error == "se" else 1.0)
                 e = np.stack([np.minimum(sd, y), sd])  # NFE >= 0: the lower bar stops at zero
         k = np.arange(len(y))
-        color = method_color(res.method)
+        color = _pick_color(colors, name, res.method)
         label = method_label(name) if _canon(name) in METHOD_LABELS else name
         if len(modes) > 1 and _canon(name) in METHOD_LABELS:
             label += f" ({mode_label(res.mode)})"
@@ -814,11 +939,12 @@ def _group_order(rows: list[Mapping]) -> list[tuple[str, str]]:
     return sorted(groups, key=key)
 
 
-def _legend_handles(groups: Sequence[tuple[str, str]], *, lines: bool) -> list:
+def _legend_handles(groups: Sequence[tuple[str, str]], *, lines: bool,
+                    colors: Optional[Mapping[str, str]] = None) -> list:
     methods = list(dict.fromkeys(g[0] for g in groups))
     modes = list(dict.fromkeys(g[1] for g in groups))
-    h = [Line2D([], [], color=method_color(m), lw=2.5 if lines else 0, marker=None if lines else "o", ms=7,
-                label=method_label(m)) for m in methods]
+    h = [Line2D([], [], color=_pick_color(colors or {}, m), lw=2.5 if lines else 0,
+                marker=None if lines else "o", ms=7, label=method_label(m)) for m in methods]
     h += [Line2D([], [], color="0.3", ls=mode_style(m)["linestyle"] if lines else "none",
                  marker=mode_style(m)["marker"], ms=6, label=mode_label(m)) for m in modes]
     return h
@@ -856,11 +982,13 @@ def scaling_curves(
     error: Optional[str] = "reward_se",
     x: str = "budget",
     logx: bool = True,
+    colors: Optional[Mapping[str, str]] = None,
     axes=None,
     title: Optional[str] = None,
 ) -> Figure:
     """``metric`` vs ``x`` (NFE budget) from a benchmark table: one panel per task, one colour per
-    method, one line style / marker per mode, ±``error`` bands.
+    method (:func:`method_color`, or ``colors``: method -> matplotlib colour), one line style /
+    marker per mode, ±``error`` bands.
 
     rows: a CSV path or a list of dicts with at least task, method, mode, ``x``, ``metric`` (and
     ``error`` unless None); see :func:`read_results_csv`. Each (task, model, method, mode, x) must
@@ -868,6 +996,7 @@ def scaling_curves(
     """
     need = ["task", "method", "mode", x, metric] + ([error] if error else [])
     rows = _rows(rows, need)
+    colors = _check_colors(colors)
     panels = _panels(rows)
     fig, axs, own = _panel_axes(axes, len(panels), (4.4, 3.6))
     groups_all = _group_order(rows)
@@ -884,7 +1013,7 @@ def scaling_curves(
             xv = xv[order]
             yv = np.array([_num(g[i][metric]) for i in order])
             st = mode_style(mode)
-            c = method_color(method)
+            c = _pick_color(colors, method)
             ax.plot(xv, yv, color=c, ls=st["linestyle"], marker=st["marker"], ms=4.5, lw=1.5,
                     label=f"{method_label(method)}, {mode_label(mode)}")
             if error:
@@ -897,7 +1026,7 @@ def scaling_curves(
         ax.set_ylabel(_METRIC_LABELS.get(metric, metric))
         ax.set_title(_panel_title(key), fontsize="medium")
         ax.grid(alpha=0.3, lw=0.5)
-    handles = _legend_handles(groups_all, lines=True)
+    handles = _legend_handles(groups_all, lines=True, colors=colors)
     if own:
         fig.legend(handles=handles, loc="outside right upper", fontsize="small", title="method / mode")
         band = f" (bands: ±{error})" if error else ""

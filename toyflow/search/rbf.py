@@ -60,8 +60,6 @@ def run_rbf(ctx: Context, opts: RBFOptions, lam: Optional[float] = None):
     guided = lam is not None
     dev = ctx.device
     ar = torch.arange(R, device=dev)
-    spend_rest = opts.spend_rest_at_last_step
-    ones = (1,) * len(shape)
 
     # 1. initial draw(s) at t_0
     xi = ctx.noise(R * n0)

@@ -8,10 +8,13 @@ M_k = the most candidates any run evaluated at grid time t_k.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from numbers import Integral
 from typing import Any, Optional
 
 import torch
 from torch import Tensor
+
+from toyflow import dynamics, metrics
 
 __all__ = ["SearchResult", "SearchHistory", "Recorder"]
 
@@ -51,6 +54,9 @@ class SearchHistory:
       draws), after clamping; ``quota - nfe`` is what a step left unused (RBF's default
       ``Rollover`` allocation adds it to the next step's quota).
     - ``ess``   (R, K) or None: SMC's effective sample size at t_k, before resampling.
+
+    Helpers: :meth:`proposal_diversity` (spread of the candidates per t_k) and :meth:`trajectory`
+    (the held particles as a :class:`~toyflow.dynamics.Trajectory`, for plotting).
     """
 
     times: Tensor
@@ -66,6 +72,62 @@ class SearchHistory:
     nfe: Tensor
     quota: Optional[Tensor] = None
     ess: Optional[Tensor] = None
+
+    def proposal_diversity(self) -> Tensor:
+        """Spread of the candidates per grid time: (K + 1,) float64 (CPU).
+
+        Entry k is the mean over runs of :func:`toyflow.metrics.diversity` (mean pairwise Euclidean
+        distance, image shapes flattened) of that run's candidates ``proposals_x0[k]``. Runs with
+        fewer than 2 candidates at t_k are left out of that mean; NaN where no run has 2. For
+        SVDD / CoDe / RBF entry k >= 1 measures the proposals drawn from one state (entry 0 holds
+        the initial draw, usually a single one: NaN).
+        """
+        out = torch.full((len(self.proposals_x0),), float("nan"), dtype=torch.float64)
+        for k, (x, mask) in enumerate(zip(self.proposals_x0, self.proposal_mask)):
+            values = []
+            for i in range(x.shape[0]):
+                if int(mask[i].sum()) < 2:
+                    continue
+                try:
+                    values.append(metrics.diversity(x[i][mask[i]]))
+                except ValueError as e:
+                    raise ValueError(f"proposal_diversity: candidates of run {i} at step {k}: {e}") from e
+            if values:
+                out[k] = sum(values) / len(values)
+        return out
+
+    def trajectory(self, run: Optional[int] = None) -> dynamics.Trajectory:
+        """The held particles as a :class:`~toyflow.dynamics.Trajectory` (e.g. for
+        :func:`toyflow.viz.trajectories_2d`).
+
+        ``run=r``: the N particles of run r: ``xs = states[r]`` (K + 1, N, *shape).
+        ``run=None``: one path per run, for single-path methods (N = 1: SVDD, CoDe, RBF, RBF+DPS):
+        ``xs = states[:, :, 0].transpose(0, 1)`` (K + 1, R, *shape).
+        ``x = xs[-1]``, ``times = self.times``, ``x0s`` = the held particles' x0_hat at t_0 .. t_{K-1}
+        (K, B, *shape). ``nfe`` is the search ledger's total for these paths (``self.nfe`` summed over
+        run r, or over all runs for ``run=None``): NFE of single particles, not batched model calls
+        as in :func:`toyflow.dynamics.sample`. ``velocities`` is None and ``sde`` False (the history
+        does not know the mode).
+        """
+        R, N = int(self.states.shape[0]), int(self.states.shape[2])
+        K = int(self.states.shape[1]) - 1
+        if run is None:
+            if N != 1:
+                raise ValueError(
+                    f"trajectory() without run needs one held particle per run (single-path methods: SVDD, "
+                    f"CoDe, RBF, RBF+DPS); this history holds N = {N} per run: pass run=r (0 <= r < {R}) for "
+                    "the N particles of one run"
+                )
+            xs = self.states[:, :, 0].transpose(0, 1)
+            x0s = self.x0[:, :K, 0].transpose(0, 1)
+            nfe = int(self.nfe.sum())
+        else:
+            if isinstance(run, bool) or not isinstance(run, Integral) or not 0 <= run < R:
+                raise ValueError(f"run must be an integer in [0, {R}) (this history has {R} runs), got {run!r}")
+            run = int(run)
+            xs, x0s = self.states[run], self.x0[run, :K]
+            nfe = int(self.nfe[run].sum())
+        return dynamics.Trajectory(x=xs[-1], times=self.times, nfe=nfe, xs=xs, x0s=x0s)
 
 
 @dataclass
