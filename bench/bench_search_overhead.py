@@ -11,8 +11,10 @@ method:
 2. then, interleaved ``repeats`` times (so machine noise hits all alike): the search itself
    (plain model, no wrapper), and *bare* calls of the raw MLP on pre-built inputs:
    (a) "own calls": the same calls, same batch sizes, as the search made;
-   (b) "one draw / call": the calls the paper's algorithm makes for the same kind of run, one
-       draw per run and call (RBF with ``proposals_per_tick=1``; for the other methods (a) = (b)).
+   (b) "one draw / call": the same NFE as this search spent, in the calls the paper's algorithm
+       makes, one draw per run and call: for RBF, a first call of R rows (the initial draw), then
+       call j holds the runs that drew at least j proposals (each run's own NFE); for the other
+       methods (a) = (b).
 
 RBF evaluates chunks of draws per call by default and discards the draws after an accepted one
 (not NFE, column "discarded / run"); the row "rbf (1 / call)" is RBF with ``proposals_per_tick=1``.
@@ -108,7 +110,12 @@ def main():
             return logger.sizes, res
 
         sizes, res = sizes_of(options)
-        strict = sizes_of({"proposals_per_tick": 1})[0] if method.startswith("rbf") else sizes
+        if method.startswith("rbf"):  # the same NFE, one draw per run and call
+            search_nfe = res.nfe - res.nfe_per_step[:, 0]
+            strict = [args.runs] + [int((search_nfe >= j).sum()) for j in range(1, int(search_nfe.max()) + 1)]
+            assert sum(strict) == int(res.nfe.sum())
+        else:
+            strict = sizes
         t_search, t_own, t_strict = [], [], []
         for _ in range(args.repeats):
             t0 = time.perf_counter()
