@@ -7,18 +7,28 @@ set -euo pipefail
 python bench/bench_core.py
 
 # issue 3: search overhead vs bare model calls (256 runs, budget 500)   ~2 min
-python bench/bench_search_overhead.py
+python bench/bench_search_overhead.py | tee bench/overhead_quadratic.txt
+python bench/bench_search_overhead.py --methods rbf,rbf+dps --reward flat | tee bench/overhead_flat.txt
 
 # issue 3: the toy replication of the paper's table (2 models x 3 tasks) ~15 min
 toyflow bench search --task rare-mode counting aesthetic --models oracle mlp \
     --methods bon sop smc code svdd rbf rbf-official --modes linear-ode linear-sde vp-sde \
     --budgets 50 100 200 500 1000 --runs 64 --out bench/results_2d.csv --plot figures/scaling_2d.png
 python bench/table.py bench/results_2d.csv --extra realism > bench/table_2d.md
+python bench/summary_2d.py
+# ablations: time grids, SMC temperature                               ~3 min
+for g in linear-snr exp; do
+  toyflow bench search --task rare-mode counting aesthetic --models oracle mlp --methods bon smc svdd rbf \
+      --modes linear-sde vp-sde --budgets 100 500 --runs 64 --time-grid $g --out bench/results_2d_grid-$g.csv
+done
+toyflow bench search --task rare-mode counting aesthetic --models oracle mlp --methods smc \
+    --modes linear-ode linear-sde vp-sde --budgets 50 100 200 500 1000 --runs 64 --option smc.lam=0.05 \
+    --out bench/results_2d_smc-lam0.05.csv
 
 # issue 4: MNIST classifiers, flow quality, sampling time               ~2 min
-python bench/bench_mnist.py --data-dir ../shared/data/mnist
+python bench/bench_mnist.py --data-dir ../shared/data/mnist | tee bench/mnist_quality.txt
 
-# issue 4: image-scale search (16 runs per cell), one CSV per task       ~20 min per task
+# issue 4: image-scale search (16 runs per cell), one CSV per task       ~17 min per task
 for t in mnist-digit mnist-ink mnist-thick; do
   toyflow bench search --task $t --digits 7 --models unet \
       --methods bon sop smc code svdd rbf --modes linear-ode linear-sde vp-sde \
@@ -26,3 +36,4 @@ for t in mnist-digit mnist-ink mnist-thick; do
 done
 python bench/table.py bench/results_mnist-*.csv --extra fid > bench/table_mnist.md
 python bench/table.py bench/results_mnist-digit.csv bench/results_mnist-thick.csv --metric accuracy --error "" --extra diversity >> bench/table_mnist.md
+python bench/summary_mnist.py

@@ -19,6 +19,9 @@ def test_shipped_weights_are_small_and_load():
     assert type(flow).arch == "unet" and 1_000_000 <= sum(p.numel() for p in flow.parameters()) <= 3_000_000
     for name in ("mnist-flow", "mnist-reward", "mnist-evaluator"):
         assert "command" in pretrained.info(name)
+    # the flow ships float16 weights (toyflow export) and loads as a float32 model
+    assert pretrained.info("mnist-flow")["weights_dtype"] == "float16"
+    assert all(p.dtype == torch.float32 for p in flow.parameters())
 
 
 @needs_weights
@@ -50,7 +53,7 @@ def test_flow_samples_are_digits():
     x = dynamics.sample(flow, torch.randn(200, 1, 28, 28, generator=g), "linear", steps=20).x
     with torch.no_grad():
         conf, cls = torch.softmax(evaluator(x), 1).max(1)
-    assert (conf >= 0.9).float().mean() >= 0.8
+    assert (conf >= 0.9).float().mean() >= 0.8  # bench/RESULTS.md: 85.9 % of 1,000 samples
     assert torch.bincount(cls, minlength=10).min() >= 5  # every class appears
 
 

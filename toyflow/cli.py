@@ -21,11 +21,11 @@ from typing import Optional, Sequence
 log = logging.getLogger("toyflow")
 
 
-def _add_train_options(p: argparse.ArgumentParser, *, steps: int, batch: int, lr: float) -> None:
+def _add_train_options(p: argparse.ArgumentParser, *, steps: int, batch: int, lr: float, ema: float = 0.999) -> None:
     p.add_argument("--steps", type=int, default=steps, help=f"optimiser steps (default {steps})")
     p.add_argument("--batch-size", type=int, default=batch, help=f"batch size (default {batch})")
     p.add_argument("--lr", type=float, default=lr, help=f"peak learning rate (default {lr})")
-    p.add_argument("--ema-decay", type=float, default=0.999, help="EMA decay of the saved weights (default 0.999)")
+    p.add_argument("--ema-decay", type=float, default=ema, help=f"EMA decay of the saved weights (default {ema})")
     p.add_argument("--seed", type=int, default=0, help="seed of weights and batches (default 0)")
     p.add_argument("--device", default="auto", help="cuda, mps, cpu or auto (default auto)")
     p.add_argument("--no-amp", action="store_true", help="disable bf16 autocast on CUDA")
@@ -224,10 +224,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--out", default=None, help="checkpoint path without suffix")
         if name == "mnist":
             p.add_argument("--split", default="test", help="which MNIST file set to train on (default test: t10k)")
-            p.add_argument("--channels", type=int, nargs=3, default=[32, 64, 128], metavar=("C28", "C14", "C7"),
-                           help="UNet widths at 28x28, 14x14, 7x7 (default 32 64 128)")
+            p.add_argument("--channels", type=int, nargs=3, default=[32, 64, 192], metavar=("C28", "C14", "C7"),
+                           help="UNet widths at 28x28, 14x14, 7x7 (default 32 64 192, the shipped mnist-flow)")
             p.add_argument("--mid-blocks", type=int, default=2, help="UNet residual blocks at 7x7 (default 2)")
-            _add_train_options(p, steps=6000, batch=128, lr=1e-3)
+            _add_train_options(p, steps=8000, batch=128, lr=1.5e-3, ema=0.9995)
         else:
             p.add_argument("--role", choices=("reward", "evaluator"), required=True)
             p.add_argument("--split", default=None, help="default: test (t10k) for reward, train5k for evaluator")
