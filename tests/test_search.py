@@ -330,6 +330,26 @@ class FrontLoaded(search.AllocationScheme):
         return (total - total // 2) // (steps - 1)
 
 
+@pytest.mark.parametrize("scheme", [search.Uniform(), search.LinearDecay(0.2), search.Rollover(),
+                                    search.Rollover(search.LinearDecay())])
+def test_numpy_fast_path_of_allocations_equals_torch(scheme):
+    """RBF's numpy quotas (for_total_numpy) and clamp_quota on numpy equal the torch path exactly."""
+    import numpy as np
+
+    from toyflow.search.budget import clamp_quota
+
+    g = torch.Generator().manual_seed(0)
+    steps, total = 9, 499
+    step = torch.randint(0, steps, (200,), generator=g)
+    spent = torch.randint(0, total, (200,), generator=g)
+    q_t = scheme.for_total(steps, total)(step, spent)
+    q_np = scheme.for_total_numpy(steps, total)(step.numpy(), spent.numpy())
+    assert q_np.tolist() == q_t.tolist()
+    left = total - spent
+    assert clamp_quota(np.asarray(q_np), step.numpy(), steps, left.numpy()).tolist() == \
+        clamp_quota(q_t.clone(), step, steps, left).tolist()
+
+
 def test_custom_allocation_with_svdd_and_rbf(gmm):
     kw = dict(budget=B, steps=STEPS, runs=3, shape=(2,), generator=gen())
     res = search.run("svdd", gmm, near_mu3, allocation=FrontLoaded(), **kw)

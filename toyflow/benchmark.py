@@ -266,7 +266,7 @@ def parse_method_options(items: Sequence[str]) -> dict:
         try:
             parsed = ast.literal_eval(value)
         except (ValueError, SyntaxError):
-            parsed = value  # a bare word, e.g. rbf.allocation is not supported but diffusion=square is
+            parsed = value  # a bare word, e.g. smc.diffusion=sigma
         out.setdefault(method, {})[key] = parsed
     return out
 

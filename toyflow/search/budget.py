@@ -137,9 +137,13 @@ class Ledger:
             raise BudgetExceeded("internal error: the NFE ledger is inconsistent; please report this as a toyflow bug")
 
 
-def clamp_quota(quota: Tensor, step: IntOrTensor, steps: int, budget_left: Tensor) -> Tensor:
-    """Clamp a scheme's quota to [1, budget_left - (steps - 1 - step)] (one NFE reserved per later step)."""
+def clamp_quota(quota, step, steps: int, budget_left):
+    """Clamp a scheme's quota to [1, budget_left - (steps - 1 - step)] (one NFE reserved per later step).
+
+    Torch tensors, or numpy int64 arrays (RBF keeps its per-run counters in numpy)."""
     hi = (budget_left - (steps - 1)) + step  # budget_left - reserve, reserve = steps - 1 - step
+    if isinstance(quota, np.ndarray):
+        return np.maximum(np.minimum(quota, hi), 1).astype(np.int64)
     return torch.minimum(quota, hi).clamp_min_(1)
 
 
@@ -236,7 +240,7 @@ class StaticAllocation(AllocationScheme):
         return torch.diff(self.cumulative(steps, total), dim=1)
 
     def for_total(self, steps: int, total: int, device=None):
-        q = torch.diff(self.cumulative(steps, torch.tensor([int(total)]))[0]).to(device)
+        q = self._quota_table(steps, total).to(device)
 
         def f(step: Tensor, spent: Tensor) -> Tensor:
             return q.index_select(0, step)
@@ -244,12 +248,16 @@ class StaticAllocation(AllocationScheme):
         return f
 
     def for_total_numpy(self, steps: int, total: int):
-        q = torch.diff(self.cumulative(steps, torch.tensor([int(total)]))[0]).numpy()
+        q = self._quota_table(steps, total).numpy()
 
         def f(step, spent):
             return q[step]
 
         return f
+
+    def _quota_table(self, steps: int, total: int) -> Tensor:
+        """(steps,) quota of each search step for one run with search budget ``total`` (CPU)."""
+        return torch.diff(self.cumulative(steps, torch.tensor([int(total)]))[0])
 
 
 class Uniform(StaticAllocation):
@@ -315,7 +323,7 @@ class Rollover(AllocationScheme):
         return (c.gather(1, s + 1)[:, 0] - spent).clamp_min(0)
 
     def for_total(self, steps: int, total: int, device=None):
-        upto = self._cumulative(steps, torch.tensor([int(total)]))[0, 1:].to(device)  # base_0 + ... + base_s
+        upto = self._upto(steps, total).to(device)
 
         def f(step: Tensor, spent: Tensor) -> Tensor:
             return (upto.index_select(0, step) - spent).clamp_min_(0)
@@ -323,12 +331,16 @@ class Rollover(AllocationScheme):
         return f
 
     def for_total_numpy(self, steps: int, total: int):
-        upto = self._cumulative(steps, torch.tensor([int(total)]))[0, 1:].numpy()
+        upto = self._upto(steps, total).numpy()
 
         def f(step, spent):
             return np.maximum(upto[step] - spent, 0)
 
         return f
+
+    def _upto(self, steps: int, total: int) -> Tensor:
+        """(steps,) base_0 + ... + base_s for one run with search budget ``total`` (CPU)."""
+        return self._cumulative(steps, torch.tensor([int(total)]))[0, 1:]
 
     def __repr__(self) -> str:
         return f"Rollover({self.base!r})"

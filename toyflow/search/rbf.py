@@ -38,6 +38,7 @@ import torch
 from torch import Tensor
 
 from toyflow.search._core import Context
+from toyflow.search.budget import clamp_quota
 from toyflow.search.options import RBFOptions
 
 __all__ = ["minimum_budget", "run_rbf"]
@@ -133,8 +134,7 @@ def _search_steps(ctx: Context, opts: RBFOptions, lam: Optional[float], H: Tenso
         left = search_total - spent
         if spend_rest:
             q = np.where(k_now == S - 1, left, q)
-        # at least 1, and one NFE kept for each later step (as budget.clamp_quota)
-        return np.maximum(np.minimum(q, left - (S - 1) + k_now), 1).astype(np.int64)
+        return clamp_quota(np.asarray(q, dtype=np.int64), k_now, S, left)
 
     runs = np.arange(R)
     spent = np.zeros(R, dtype=np.int64)  # search NFE of each run so far
