@@ -28,12 +28,5 @@ toyflow bench search --task rare-mode counting aesthetic --models oracle mlp --m
 # issue 4: MNIST classifiers, flow quality, sampling time               ~2 min
 python bench/bench_mnist.py --data-dir ../shared/data/mnist | tee bench/mnist_quality.txt
 
-# issue 4: image-scale search (16 runs per cell), one CSV per task       ~17 min per task
-for t in mnist-digit mnist-ink mnist-thick; do
-  toyflow bench search --task $t --digits 7 --models unet \
-      --methods bon sop smc code svdd rbf --modes linear-ode linear-sde vp-sde \
-      --budgets 50 100 200 500 --runs 16 --data-dir ../shared/data/mnist --out bench/results_$t.csv
-done
-python bench/table.py bench/results_mnist-*.csv --extra fid > bench/table_mnist.md
-python bench/table.py bench/results_mnist-digit.csv bench/results_mnist-thick.csv --metric accuracy --error "" --extra diversity >> bench/table_mnist.md
-python bench/summary_mnist.py
+# issue 4: image-scale search (16 runs per cell, 2 shards in parallel)  ~26 min
+bash bench/mnist_tables.sh

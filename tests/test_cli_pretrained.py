@@ -87,6 +87,8 @@ def test_bench_search_csv_and_shards(tmp_path):
     assert len(full) == 8 and all(r["status"] == "ok" for r in full)
     for r in full:
         assert float(r["nfe_max"]) <= int(r["budget"])
+        # only RBF makes evaluations it does not charge (its chunked draws)
+        assert float(r["discarded_mean"]) >= 0 and (r["method"] == "rbf" or float(r["discarded_mean"]) == 0)
     parts = []
     for i in range(3):
         assert main(args + ["--shard", f"{i}/3", "--out", str(tmp_path / f"s{i}.csv")]) == 0
@@ -95,6 +97,11 @@ def test_bench_search_csv_and_shards(tmp_path):
     strip = lambda r: {k: v for k, v in r.items() if not k.startswith("wall")}  # noqa: E731
     assert sorted(map(strip, parts), key=key) == sorted(map(strip, full), key=key)
     assert main(args + ["--shard", "3/3", "--out", str(tmp_path / "bad.csv")]) == 2
+    # merging the shards restores the grid order of the unsharded run
+    shards = [str(tmp_path / f"s{i}.csv") for i in range(3)]
+    assert main(["bench", "merge", str(tmp_path / "merged.csv")] + shards) == 0
+    assert list(map(strip, _read(tmp_path / "merged.csv"))) == list(map(strip, full))
+    assert main(["bench", "merge", str(tmp_path / "m2.csv")] + shards[::-1]) == 2  # wrong order: 2, 3, 3 rows
 
 
 def test_bench_search_method_options(tmp_path, capsys):

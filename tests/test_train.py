@@ -49,6 +49,35 @@ def test_resume_equals_uninterrupted(tmp_path):
         assert torch.equal(v, resumed.model.state_dict()[k]), k
 
 
+def test_amp_cpu_runs_the_forward_in_bf16_and_keeps_fp32_weights():
+    seen = []
+
+    def record_dtype(module, inputs, output):
+        seen.append(output.dtype)
+
+    for amp_cpu, want in ((False, torch.float32), (True, torch.bfloat16)):
+        model = VelocityMLP(hidden=32)
+        hook = model.net[0].register_forward_hook(record_dtype)  # the first Linear: autocast's bf16 list
+        out = train_flow(model, _data, "linear", TrainConfig(**{**CFG.__dict__, "steps": 3, "amp_cpu": amp_cpu}))
+        hook.remove()
+        assert set(seen) == {want}, (amp_cpu, set(seen))
+        seen.clear()
+        assert all(p.dtype == torch.float32 for p in out.model.parameters())
+        assert all(torch.isfinite(torch.tensor(out.losses)))
+
+
+def test_continued_run_records_every_command(tmp_path):
+    path = tmp_path / "run"
+    train_flow(VelocityMLP(hidden=16), _data, "linear", TrainConfig(**{**CFG.__dict__, "steps": 4}),
+               checkpoint_path=path, extra_config={"command": "first"})
+    # continue the same weights to 8 steps with another command line
+    train_flow(VelocityMLP(hidden=16), _data, "linear", TrainConfig(**{**CFG.__dict__, "steps": 8}),
+               checkpoint_path=path, resume=True, extra_config={"command": "second"})
+    config = json.loads((tmp_path / "run.json").read_text())
+    assert config["step"] == 8 and config["command"] == "second"
+    assert config["earlier_commands"] == ["first  (to step 4)"]
+
+
 def test_checkpoint_files_and_wrong_architecture(tmp_path):
     m = VelocityMLP(hidden=16)
     save_model(tmp_path / "m", m, note="x")

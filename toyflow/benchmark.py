@@ -26,7 +26,7 @@ import zlib
 from types import MappingProxyType
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence, Union
 
 import torch
 from tqdm.auto import tqdm
@@ -47,7 +47,7 @@ METHOD_VARIANTS = MappingProxyType({
 })
 COLUMNS = (
     "task", "model", "method", "mode", "budget", "steps", "time_grid", "runs", "status", "reward_mean", "reward_se",
-    "realism", "diversity", "nfe_mean", "nfe_max", "wall_time_s", "wall_per_run_s", "accuracy", "fid",
+    "realism", "diversity", "nfe_mean", "nfe_max", "discarded_mean", "wall_time_s", "wall_per_run_s", "accuracy", "fid",
     "feature_diversity", "options",
 )
 
@@ -147,7 +147,10 @@ def run_cell(task: Task, method: str, mode: str, budget: int, *, steps: int = 10
     row.update(
         status="ok", reward_mean=r.mean().item(),
         reward_se=(r.std(unbiased=True) / math.sqrt(runs)).item() if runs > 1 else float("nan"),
-        nfe_mean=res.nfe.double().mean().item(), nfe_max=int(res.nfe.max()), wall_time_s=wall,
+        nfe_mean=res.nfe.double().mean().item(), nfe_max=int(res.nfe.max()),
+        # evaluations made but not charged (RBF's chunked draws); 0 for the other methods
+        discarded_mean=res.discarded.double().mean().item() if res.discarded is not None else 0.0,
+        wall_time_s=wall,
         wall_per_run_s=wall / runs,
     )
     row.update(task.evaluate(res.samples))
@@ -167,6 +170,29 @@ def write_csv(path: Path, rows: Sequence[dict]) -> None:
     for row in rows:
         w.writerow({k: _format(row.get(k, "")) for k in COLUMNS})
     atomic_write_text(path, buf.getvalue())
+
+
+def merge_shards(paths: Sequence[Union[str, Path]], out: Optional[Union[str, Path]] = None) -> list[dict]:
+    """Rows of the shard CSVs ``0/n .. n-1/n`` (given in that order) back in grid order; written to ``out``.
+
+    Shard i holds grid cells i, i + n, i + 2n, ..., so the merge interleaves the files row by row.
+    """
+    if not paths:
+        raise ValueError("merge_shards needs the shard CSVs, in shard order 0/n, 1/n, ...")
+    parts = []
+    for path in paths:
+        with open(path, newline="") as f:
+            parts.append(list(csv.DictReader(f)))
+    sizes = [len(p) for p in parts]
+    if any(b > a for a, b in zip(sizes, sizes[1:])) or sizes[0] - sizes[-1] > 1:
+        raise ValueError(
+            f"shard files hold {sizes} rows: not the shards 0/{len(paths)} .. {len(paths) - 1}/{len(paths)} of one "
+            "finished grid (give every shard, in order, after all of them have finished)"
+        )
+    rows = [part[j] for j in range(sizes[0]) for part in parts if j < len(part)]
+    if out is not None:
+        write_csv(Path(out), rows)
+    return rows
 
 
 def parse_shard(text: str) -> tuple[int, int]:

@@ -29,6 +29,8 @@ def _add_train_options(p: argparse.ArgumentParser, *, steps: int, batch: int, lr
     p.add_argument("--seed", type=int, default=0, help="seed of weights and batches (default 0)")
     p.add_argument("--device", default="auto", help="cuda, mps, cpu or auto (default auto)")
     p.add_argument("--no-amp", action="store_true", help="disable bf16 autocast on CUDA")
+    p.add_argument("--amp-cpu", action="store_true",
+                   help="bf16 autocast on CPU too (about 1.6x faster on CPUs with AVX512-BF16 or AMX)")
     p.add_argument("--checkpoint-every", type=int, default=0, help="also checkpoint every N steps (default: only at the end)")
     p.add_argument("--resume", action="store_true", help="continue from the training state saved at --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -44,7 +46,7 @@ def _train_config(args, **overrides):
 
     kw = dict(
         steps=args.steps, batch_size=args.batch_size, lr=args.lr, ema_decay=args.ema_decay, seed=args.seed,
-        device=args.device, amp=not args.no_amp, checkpoint_every=args.checkpoint_every, progress=not args.quiet,
+        device=args.device, amp=not args.no_amp, amp_cpu=args.amp_cpu, checkpoint_every=args.checkpoint_every, progress=not args.quiet,
     )
     kw.update(overrides)
     return TrainConfig(**kw)
@@ -167,6 +169,14 @@ def _cmd_bench_search(args) -> int:
     return bench_main(args)
 
 
+def _cmd_bench_merge(args) -> int:
+    from toyflow.benchmark import merge_shards
+
+    rows = merge_shards(args.shards, args.out)
+    print(f"wrote {len(rows)} rows from {len(args.shards)} shards to {args.out}")
+    return 0
+
+
 def _cmd_demo(args) -> int:
     from toyflow.demo import run_demo
 
@@ -250,6 +260,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_arguments(p)
     p.set_defaults(func=_cmd_bench_search)
+    p = bench.add_parser("merge", help="join the CSVs of --shard 0/n .. n-1/n back into one grid-ordered CSV")
+    p.add_argument("out", help="CSV to write")
+    p.add_argument("shards", nargs="+", help="the shard CSVs, in shard order 0/n, 1/n, ...")
+    p.set_defaults(func=_cmd_bench_merge)
 
     p = sub.add_parser("demo", help="the main job: search on a toy task, table and figures")
     p.add_argument("--out", default="toyflow-demo", help="output folder (default ./toyflow-demo)")
