@@ -76,6 +76,11 @@ def test_continued_run_records_every_command(tmp_path):
     config = json.loads((tmp_path / "run.json").read_text())
     assert config["step"] == 8 and config["command"] == "second"
     assert config["earlier_commands"] == ["first  (to step 4)"]
+    # interrupted and resumed with its own command: the history stays as it was
+    train_flow(VelocityMLP(hidden=16), _data, "linear", TrainConfig(**{**CFG.__dict__, "steps": 10}),
+               checkpoint_path=path, resume=True, extra_config={"command": "second"})
+    config = json.loads((tmp_path / "run.json").read_text())
+    assert config["step"] == 10 and config["earlier_commands"] == ["first  (to step 4)"]
 
 
 def test_checkpoint_files_and_wrong_architecture(tmp_path):

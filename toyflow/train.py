@@ -216,9 +216,12 @@ def _fit(
             raise FileNotFoundError(f"resume=True but no training state found at {path}.state.json; train without resume first")
         start, losses, saved = _load_training_state(path, model, ema, opt, generator)
         log.info("resumed from %s at step %d", path, start)
+        # a continued run (e.g. more steps) keeps every command that made these weights, in order;
+        # resuming an interrupted run with its own command adds nothing
+        earlier = list(saved.get("earlier_commands", []))
         if "command" in extra and "command" in saved and saved["command"] != extra["command"]:
-            # a continued run (e.g. more steps): keep every command that made these weights, in order
-            earlier = saved.get("earlier_commands", []) + [f"{saved['command']}  (to step {start})"]
+            earlier.append(f"{saved['command']}  (to step {start})")
+        if earlier:
             extra["earlier_commands"] = earlier
     use_amp = (cfg.amp and device.type == "cuda") or (cfg.amp_cpu and device.type == "cpu")
     t0 = time.perf_counter()
