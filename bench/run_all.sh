@@ -28,5 +28,5 @@ toyflow bench search --task rare-mode counting aesthetic --models oracle mlp --m
 # issue 4: MNIST classifiers, flow quality, sampling time               ~2 min
 python bench/bench_mnist.py --data-dir ../shared/data/mnist | tee bench/mnist_quality.txt
 
-# issue 4: image-scale search (16 runs per cell, 2 shards in parallel)  ~26 min
+# issue 4: image-scale search (16 runs per cell, 3 shards in parallel)  ~25 min
 bash bench/mnist_tables.sh
