@@ -29,7 +29,7 @@ def accuracy(model, data, batch=1000) -> float:
 
 
 def main(data_dir=None, n=1000, seed=0, flow_checkpoint=None, quality_only=False) -> None:
-    torch.set_num_threads(int(__import__("os").environ.get("BENCH_THREADS", "2")))
+    torch.set_num_threads(2)
     test, train5k = load_mnist("test", data_dir), load_mnist("train5k", data_dir)
     reward, evaluator, flow = (pretrained.load(k) for k in ("mnist-reward", "mnist-evaluator", "mnist-flow"))
     if flow_checkpoint is not None:  # a training checkpoint instead of the shipped flow
