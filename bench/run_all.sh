@@ -25,7 +25,8 @@ toyflow bench search --task rare-mode counting aesthetic --models oracle mlp --m
     --modes linear-ode linear-sde vp-sde --budgets 50 100 200 500 1000 --runs 64 --option smc.lam=0.05 \
     --out bench/results_2d_smc-lam0.05.csv
 
-# issue 4: MNIST classifiers, flow quality, sampling time               ~2 min
+# issue 4: MNIST classifiers, flow quality, sampling time               ~3 min
+python bench/bench_train_speed.py   # fp32 vs --amp-cpu training step
 python bench/bench_mnist.py --data-dir ../shared/data/mnist | tee bench/mnist_quality.txt
 
 # issue 4: image-scale search (16 runs per cell, 3 shards in parallel)  ~25 min

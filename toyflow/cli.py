@@ -30,7 +30,7 @@ def _add_train_options(p: argparse.ArgumentParser, *, steps: int, batch: int, lr
     p.add_argument("--device", default="auto", help="cuda, mps, cpu or auto (default auto)")
     p.add_argument("--no-amp", action="store_true", help="disable bf16 autocast on CUDA")
     p.add_argument("--amp-cpu", action="store_true",
-                   help="bf16 autocast on CPU too (about 1.6x faster on CPUs with AVX512-BF16 or AMX)")
+                   help="bf16 autocast on CPU too (about 1.6-1.8x faster on CPUs with AVX512-BF16 or AMX)")
     p.add_argument("--checkpoint-every", type=int, default=0, help="also checkpoint every N steps (default: only at the end)")
     p.add_argument("--resume", action="store_true", help="continue from the training state saved at --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

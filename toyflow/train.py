@@ -61,7 +61,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # "auto" picks cuda, then mps, then cpu
     amp: bool = True  # bf16 autocast on CUDA
-    amp_cpu: bool = False  # bf16 autocast on CPU too: ~1.6x faster where the CPU has AVX512-BF16/AMX (bench/RESULTS.md)
+    amp_cpu: bool = False  # bf16 autocast on CPU too: ~1.6-1.8x faster where the CPU has AVX512-BF16/AMX (bench/RESULTS.md)
     t_min: float = 1e-3  # flow matching: t ~ U(t_min, 1), keeps VP's d_sigma finite
     reinit: bool = True  # re-draw the initial weights from ``seed`` (False: fine-tune the given weights)
     checkpoint_every: int = 0  # 0: only at the end
