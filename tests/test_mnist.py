@@ -360,3 +360,76 @@ def test_load_with_wrong_arch(tmp_path):
     with pytest.raises(ValueError, match="'reward-cnn' model, not the expected 'unet'"):
         load_model(tmp_path / "reward", arch="unet")
     assert os.path.exists(tmp_path / "reward.safetensors")
+
+
+# ---- growing a trained UNet (--init-from) ----------------------------------------------------
+def test_grown_unet_computes_what_the_smaller_one_did():
+    small = randomize(UNet(channels=(8, 16, 32), mid_blocks=1), seed=6).double().eval()
+    big = UNet(channels=(8, 16, 32), mid_blocks=1, extra_blocks=(1, 2), mid_attention=True).double()
+    new = big.load_smaller(small.state_dict(), small.config())
+    # every added tensor belongs to an added block; every old one was loaded
+    assert new and all(k.split(".")[0] in {"extra_down0", "extra_down1", "extra_up1", "extra_up0", "attention"} for k in new)
+    assert set(new) | set(small.state_dict()) == set(big.state_dict())
+    x = torch.randn(3, 1, 28, 28, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    t = torch.tensor([0.0, 0.4, 1.0], dtype=torch.float64)
+    with torch.no_grad():
+        assert torch.allclose(big.eval()(x, t), small(x, t), atol=1e-12, rtol=0)
+    # the added blocks are real: perturbing them changes the output
+    randomize(big, seed=8)
+    with torch.no_grad():
+        assert not torch.allclose(big(x, t), small(x, t))
+
+
+def test_grown_unet_config_round_trip(tmp_path):
+    model = randomize(UNet(channels=(8, 16, 32), mid_blocks=1, extra_blocks=(1, 1), mid_attention=True)).eval()
+    assert model.config()["extra_blocks"] == [1, 1] and model.config()["mid_attention"] is True
+    save_model(tmp_path / "grown", model)
+    loaded = load_model(tmp_path / "grown", arch="unet")
+    x = torch.rand(2, 1, 28, 28, generator=torch.Generator().manual_seed(9))
+    assert loaded.config() == model.config()
+    with torch.no_grad():
+        t = torch.tensor([0.2, 0.9])
+        assert torch.equal(loaded(x, t), model(x, t))
+
+
+def test_unet_growth_errors():
+    small = UNet(channels=(8, 16, 32), mid_blocks=1)
+    with pytest.raises(ValueError, match="channels=.*only extra_blocks and mid_attention may differ"):
+        UNet(channels=(8, 16, 48), mid_blocks=1).load_smaller(small.state_dict(), small.config())
+    big = UNet(channels=(8, 16, 32), mid_blocks=1, extra_blocks=(0, 1))
+    with pytest.raises(ValueError, match="larger than this one"):
+        small.load_smaller(big.state_dict(), big.config())
+    with pytest.raises(ValueError, match="extra_blocks must be two counts"):
+        UNet(extra_blocks=(1,))
+    with pytest.raises(ValueError, match="extra_blocks must be two counts"):
+        UNet(extra_blocks=(0, -1))
+
+
+def test_cli_train_mnist_init_from_records_history(tmp_path, no_env, capsys):
+    """--init-from: the grown model starts exactly where the smaller one ended, and the JSON keeps
+    every command that made its weights."""
+    import json
+
+    from toyflow.cli import main
+
+    write_split(tmp_path / "data", "test", n=16)
+    common = ["train", "mnist", "--data-dir", str(tmp_path / "data"), "--channels", "8", "16", "32",
+              "--mid-blocks", "1", "--batch-size", "4", "--quiet"]
+    assert main(common + ["--steps", "3", "--out", str(tmp_path / "small")]) == 0
+    # 0 steps of training on top: the grown model is the small one plus identity blocks
+    assert main(common + ["--steps", "1", "--lr", "0", "--extra-blocks", "1", "0", "--mid-attention",
+                          "--init-from", str(tmp_path / "small"), "--out", str(tmp_path / "big")]) == 0
+    cfg = json.loads((tmp_path / "big.json").read_text())
+    assert cfg["init_from"] == str(tmp_path / "small")
+    assert len(cfg["earlier_commands"]) == 1 and "--out " + str(tmp_path / "small") in cfg["earlier_commands"][0]
+    assert cfg["earlier_commands"][0].endswith("(to step 3)") and "--init-from" in cfg["command"]
+    small, big = load_model(tmp_path / "small"), load_model(tmp_path / "big")
+    assert big.config()["extra_blocks"] == [1, 0] and big.config()["mid_attention"]
+    x = torch.randn(2, 1, 28, 28, generator=torch.Generator().manual_seed(10))
+    t = torch.tensor([0.3, 0.8])
+    with torch.no_grad():
+        assert torch.allclose(big(x, t), small(x, t), atol=1e-6)
+    save_model(tmp_path / "clf", RewardCNN())
+    capsys.readouterr()
+    assert main(common + ["--steps", "1", "--init-from", str(tmp_path / "clf"), "--out", str(tmp_path / "x")]) != 0
+    assert "holds a 'reward-cnn' model, not a UNet flow" in capsys.readouterr().err

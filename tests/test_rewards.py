@@ -210,3 +210,30 @@ def test_mnist_arguments_validated():
         rewards.mnist_digit(10, TinyClassifier())
     with pytest.raises(ValueError, match="ink target"):
         rewards.mnist_ink(1000)
+
+
+def test_check_reward_output_is_shared_by_rewards_and_search(gmm8):
+    """One validator: a Reward and a plain function given to a search fail with the same message."""
+    from toyflow import search
+    from toyflow.rewards import check_reward_output
+
+    x0 = torch.zeros(3, 2)
+    counts = torch.tensor([1, 2, 3])
+    with pytest.raises(TypeError, match="returned dtype torch.int64"):
+        check_reward_output(counts, x0, "count")
+    cast = check_reward_output(counts, x0, "count", cast_integers=True)
+    assert cast.dtype == torch.get_default_dtype() and torch.equal(cast, counts.to(cast.dtype))
+    bad = torch.tensor([0.0, float("inf"), 1.0])
+    with pytest.raises(ValueError, match=r"reward 'count' returned NaN or inf for 1 of 3 samples; check its inputs: inputs are finite"):
+        check_reward_output(bad, x0, "count")
+    huge = torch.full((3,), 1e308, dtype=torch.float64)  # the sum overflows, every entry is finite
+    assert check_reward_output(huge, x0, "big") is huge
+
+    def count(x):
+        return torch.where(torch.arange(x.shape[0]) == 0, float("nan"), x[:, 0])
+
+    with pytest.raises(ValueError, match=r"reward 'count' returned NaN or inf for 1 of \d+ samples; check its inputs"):
+        search.run("bon", gmm8, count, budget=8, steps=4, runs=2, shape=(2,), generator=torch.Generator().manual_seed(0))
+    res = search.run("bon", gmm8, lambda x: (x[:, 0] > 0).long(), budget=8, steps=4, runs=2, shape=(2,),
+                     generator=torch.Generator().manual_seed(0))
+    assert res.rewards.dtype.is_floating_point

@@ -83,16 +83,35 @@ def _cmd_train_2d(args) -> int:
 
 
 def _cmd_train_mnist(args) -> int:
+    import torch
+
+    from toyflow import checkpoint
     from toyflow.data.mnist import load_mnist
     from toyflow.models.unet import UNet
     from toyflow.train import train_flow
 
     data = load_mnist(args.split, args.data_dir, download=args.download)
     out = Path(args.out or "runs/mnist-flow")
-    model = UNet(channels=tuple(args.channels), mid_blocks=args.mid_blocks)
+    torch.manual_seed(args.seed)  # the initial weights, reproducible (also of blocks added by --init-from)
+    model = UNet(channels=tuple(args.channels), mid_blocks=args.mid_blocks,
+                 extra_blocks=tuple(args.extra_blocks), mid_attention=args.mid_attention)
+    extra = {"dataset": f"mnist-{args.split}", "task": "mnist", "command": _command_line(args)}
+    overrides = {}
+    if args.init_from:
+        tensors, config = checkpoint.load(args.init_from)
+        if config.get("arch") != "unet":
+            raise ValueError(f"--init-from {args.init_from} holds a {config.get('arch')!r} model, not a UNet flow")
+        new = model.load_smaller(tensors, config.get("arch_config", {}))
+        log.info("initialised from %s; %d new tensors start as the identity", args.init_from, len(new))
+        # the weights' history: every command that made the starting point, then this one
+        history = list(config.get("earlier_commands", []))
+        if "command" in config:
+            history.append(f"{config['command']}  (to step {config.get('step')})")
+        extra.update(init_from=str(args.init_from), earlier_commands=history)
+        overrides["reinit"] = False
     res = train_flow(
-        model, data.images, "linear", _train_config(args), checkpoint_path=out, resume=args.resume,
-        extra_config={"dataset": f"mnist-{args.split}", "task": "mnist", "command": _command_line(args)},
+        model, data.images, "linear", _train_config(args, **overrides), checkpoint_path=out, resume=args.resume,
+        extra_config=extra,
     )
     print(f"trained UNet ({sum(p.numel() for p in model.parameters())} parameters) for {res.steps} steps "
           f"in {res.wall_time:.1f} s on {res.device}")
@@ -237,6 +256,12 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--channels", type=int, nargs=3, default=[32, 64, 192], metavar=("C28", "C14", "C7"),
                            help="UNet widths at 28x28, 14x14, 7x7 (default 32 64 192, the shipped mnist-flow)")
             p.add_argument("--mid-blocks", type=int, default=2, help="UNet residual blocks at 7x7 (default 2)")
+            p.add_argument("--extra-blocks", type=int, nargs=2, default=[0, 0], metavar=("K28", "K14"),
+                           help="more UNet residual blocks at 28x28 and 14x14 on both paths (default 0 0)")
+            p.add_argument("--mid-attention", action="store_true", help="self-attention block at 7x7")
+            p.add_argument("--init-from", default=None, metavar="CHECKPOINT",
+                           help="start from a trained UNet with the same widths and fewer blocks; "
+                                "the added blocks start as the identity")
             _add_train_options(p, steps=8000, batch=128, lr=1.5e-3, ema=0.9995)
         else:
             p.add_argument("--role", choices=("reward", "evaluator"), required=True)

@@ -29,6 +29,7 @@ __all__ = [
     "Reward",
     "FunctionReward",
     "check_differentiable",
+    "check_reward_output",
     "check_mnist_images",
     "RareMode",
     "CellCountError",
@@ -76,13 +77,19 @@ class Reward:
         if x0.dim() < 1:
             raise ValueError(f"reward {self.name!r} expects a batch x0 of shape (B, ...), got a scalar")
         out = self.evaluate(x0)
-        return _check_output(out, x0, self.name)
+        return check_reward_output(out, x0, self.name)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, differentiable={self.differentiable})"
 
 
-def _check_output(out: Tensor, x0: Tensor, name: str) -> Tensor:
+def check_reward_output(out, x0: Tensor, name: str, *, cast_integers: bool = False) -> Tensor:
+    """The one check of a reward's output ``out = r(x0)``: a finite floating tensor of shape (B,).
+
+    Raises a clear error naming the reward (``name``) and, for NaN/inf, whether its inputs ``x0``
+    were already bad. ``cast_integers``: accept integer outputs (a count) and cast them to the
+    default dtype instead of raising (the search engine does this for plain functions).
+    """
     B = x0.shape[0]
     if not torch.is_tensor(out):
         raise TypeError(f"reward {name!r} returned {type(out).__name__}; it must return a tensor of shape (B,) = ({B},)")
@@ -92,8 +99,13 @@ def _check_output(out: Tensor, x0: Tensor, name: str) -> Tensor:
             f"sample, shape ({B},) (reduce over the non-batch dimensions, do not average over the batch)"
         )
     if not torch.is_floating_point(out):
-        raise TypeError(f"reward {name!r} returned dtype {out.dtype}; return a floating-point tensor (e.g. out.float())")
-    bad = ~torch.isfinite(out)
+        if not cast_integers:
+            raise TypeError(f"reward {name!r} returned dtype {out.dtype}; return a floating-point tensor (e.g. out.float())")
+        out = out.to(torch.get_default_dtype())
+    # one cheap reduction in the common (finite) case; the element-wise test only to diagnose
+    if math.isfinite(float(out.detach().sum())):
+        return out
+    bad = ~torch.isfinite(out.detach())
     if bool(bad.any()):
         n_bad = int(bad.sum())
         flat = x0.detach().reshape(B, -1)

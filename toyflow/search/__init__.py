@@ -55,7 +55,7 @@ from typing import Callable, Optional, Sequence, Union
 import torch
 
 from toyflow.search import bon, rbf, smc, sop, svdd
-from toyflow.search._core import MODES, Context, check_reward
+from toyflow.search._core import MODES, Context
 from toyflow.search.budget import (
     AllocationScheme,
     BudgetExceeded,
@@ -106,7 +106,6 @@ __all__ = [
     "Ledger",
     "BudgetExceeded",
     "clamp_quota",
-    "check_reward",
     "valid_keys",
     "OPTIONS",
 ]

@@ -20,10 +20,11 @@ import torch
 from torch import Tensor
 
 from toyflow import dynamics, interpolants
+from toyflow.rewards import check_reward_output
 from toyflow.search.budget import Ledger
 from toyflow.search.options import SamplerOptions
 
-__all__ = ["MODES", "Context", "check_reward"]
+__all__ = ["MODES", "Context"]
 
 MODES = ("linear-ode", "linear-sde", "vp-sde")
 
@@ -37,28 +38,8 @@ def all_finite(t: Tensor) -> bool:
     return math.isfinite(float(t.sum())) or bool(torch.isfinite(t).all())
 
 
-def check_reward(r, n: int, name: str = "reward") -> Tensor:
-    """Raise a clear error unless ``r`` is a finite floating tensor of shape (n,)."""
-    if not torch.is_tensor(r):
-        raise TypeError(f"{name} returned {type(r).__name__}; it must return a tensor of shape (B,) = ({n},)")
-    if r.shape != (n,):
-        raise ValueError(
-            f"{name} returned shape {tuple(r.shape)} for a batch of {n} samples; it must return one value per "
-            f"sample, shape ({n},)"
-        )
-    if not torch.is_floating_point(r):
-        r = r.to(torch.get_default_dtype())
-    if not all_finite(r):
-        bad = int((~torch.isfinite(r)).sum())
-        raise ValueError(
-            f"{name} returned NaN or inf for {bad} of {n} samples (evaluated on x0_hat); check the reward and "
-            "whether x0_hat is finite and inside the reward's domain"
-        )
-    return r
-
-
 def _reward_name(reward) -> str:
-    return f"reward {getattr(reward, 'name', getattr(reward, '__name__', type(reward).__name__))!r}"
+    return str(getattr(reward, "name", getattr(reward, "__name__", type(reward).__name__)))
 
 
 class GridVelocity:
@@ -250,7 +231,7 @@ class Context:
     # -- rewards -------------------------------------------------------------------------------
     def reward(self, x0: Tensor) -> Tensor:
         """r(x0_hat): (B,), checked (shape, finite); never charged (rewards are not NFE)."""
-        r = check_reward(self.reward_fn(x0), x0.shape[0], self.reward_name)
+        r = check_reward_output(self.reward_fn(x0), x0, self.reward_name, cast_integers=True)
         return r if r.dtype == self.dtype else r.to(self.dtype)
 
     def guided(
@@ -267,12 +248,12 @@ class Context:
             r = self.reward(x0)
             if not r.requires_grad:
                 raise ValueError(
-                    f"{self.reward_name} says it is differentiable, but its output does not depend on x0 through "
+                    f"reward {self.reward_name!r} says it is differentiable, but its output does not depend on x0 through "
                     "autograd (detached, or computed without gradients); gradient guidance needs grad_x r"
                 )
             (grad,) = torch.autograd.grad(r.sum(), xg)
         if not bool(torch.isfinite(grad).all()):
-            raise ValueError(f"grad_x of {self.reward_name} through the model is NaN or inf")
+            raise ValueError(f"grad_x of reward {self.reward_name!r} through the model is NaN or inf")
         return u.detach(), x0.detach(), r.detach(), grad.detach()
 
     # -- helpers -----------------------------------------------------------------------------
