@@ -142,6 +142,36 @@ def test_one_batched_model_call_per_tick(gmm):
     assert bool((res.nfe <= 60).all())
 
 
+def test_rbf_discard_share_trades_calls_for_discarded_draws(gmm):
+    """discard_share=0: one draw per run and call, nothing discarded; larger shares make fewer,
+    wider calls and discard more. The ledger adds up in every case: rows evaluated = NFE + discarded."""
+
+    class Counted(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rows = self.calls = 0
+
+        def forward(self, x, t):
+            self.rows, self.calls = self.rows + x.shape[0], self.calls + 1
+            return gmm(x, t)
+
+    kw = dict(mode="linear-sde", budget=100, steps=STEPS, runs=32, shape=(2,))
+    calls, discarded = [], []
+    for share in (0.0, 0.1, 0.5, 2.0):
+        model = Counted()
+        res = search.run("rbf", model, near_mu3, generator=gen(4), discard_share=share, **kw)
+        assert model.rows == int(res.nfe.sum()) + int(res.discarded.sum())
+        calls.append(model.calls)
+        discarded.append(int(res.discarded.sum()) / model.rows)
+    assert discarded[0] == 0
+    assert discarded == sorted(discarded) and discarded[-1] > discarded[1]
+    assert calls == sorted(calls, reverse=True) and calls[-1] < calls[0]
+    with pytest.raises(ValueError, match="discard_share must be a finite number >= 0"):
+        search.RBFOptions(discard_share=-0.1)
+    with pytest.raises(ValueError, match="only applies to the adaptive width"):
+        search.RBFOptions(proposals_per_tick=1, discard_share=0.1)
+
+
 # ---------------------------------------------------------------------------------------------
 # The transition, conversion and plain sampling
 # ---------------------------------------------------------------------------------------------

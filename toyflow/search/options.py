@@ -189,21 +189,32 @@ class RBFOptions:
       (``SearchResult.discarded``), so the samples have the same distribution and the same NFE
       accounting (the random stream differs, so results differ from ``1`` draw by draw).
       ``None`` (default): adaptive; a run at grid time t_k draws ``1 + floor(2 s / p_k)`` at once,
-      p_k = (early acceptances + 1) / (draws + 1) seen at t_k so far in this call and s = 0.5 the
-      target share of discarded draws, capped at ``4 * runs / (runs still searching)`` and at the
-      run's remaining quota. ``1``: strictly one evaluation per draw (use it when discarded
-      evaluations of an expensive model cost more than the per-call overhead they save).
+      p_k = (early acceptances + 1) / (draws + 1) seen at t_k so far in this call and s =
+      ``discard_share``, capped at ``4 * runs / (runs still searching)`` and at the run's remaining
+      quota. ``1``: strictly one evaluation per draw.
+    - ``discard_share``: the adaptive width's target of discarded draws per charged draw (about
+      s / (1 + s) of the evaluations). 0.5 (default) suits cheap models, where a model call's fixed
+      overhead dominates; for an expensive model (an image UNet) lower it (0.1) or set
+      ``proposals_per_tick=1``: there a discarded evaluation costs about as much as a charged one.
+      0 gives one draw per call.
     """
 
     initial_particles: int = 1
     spend_rest_at_last_step: bool = False
     allocation: AllocationScheme = field(default_factory=lambda: Rollover(Uniform()))
     proposals_per_tick: Optional[int] = None
+    discard_share: float = 0.5
 
     def __post_init__(self):
         _positive_int("initial_particles", self.initial_particles)
         if self.proposals_per_tick is not None:
             _positive_int("proposals_per_tick", self.proposals_per_tick)
+        ds = self.discard_share
+        if isinstance(ds, bool) or not isinstance(ds, (int, float)) or not (math.isfinite(ds) and ds >= 0):
+            raise ValueError(f"discard_share must be a finite number >= 0, got {ds!r} (0.5 is the default; 0: one draw per call)")
+        if self.proposals_per_tick is not None and ds != 0.5:
+            raise ValueError("discard_share only applies to the adaptive width (proposals_per_tick=None); "
+                             f"got proposals_per_tick={self.proposals_per_tick} and discard_share={ds}: set one of them")
         if not isinstance(self.spend_rest_at_last_step, bool):
             raise TypeError(f"spend_rest_at_last_step must be True or False, got {self.spend_rest_at_last_step!r}")
         _allocation(self.allocation)

@@ -43,9 +43,8 @@ from toyflow.search.options import RBFOptions
 
 __all__ = ["minimum_budget", "run_rbf"]
 
-# proposals_per_tick=None: chunk widths keep the expected share of discarded draws near
-# CHUNK_DISCARD_SHARE, and a model call holds at most CHUNK_MAX_ROWS x runs rows
-CHUNK_DISCARD_SHARE = 0.5
+# proposals_per_tick=None: chunk widths keep the expected discarded draws per charged draw near
+# RBFOptions.discard_share, and a model call holds at most CHUNK_MAX_ROWS x runs rows
 CHUNK_MAX_ROWS = 4
 
 
@@ -165,7 +164,7 @@ def _search_steps(ctx: Context, opts: RBFOptions, lam: Optional[float], H: Tenso
         if coincide:
             width = np.ones(R, dtype=np.int64)
         elif fixed is None:
-            chunk = (1 + (2 * CHUNK_DISCARD_SHARE * (seen_draws + 1)) // (seen_accepts + 1)).astype(np.int64)
+            chunk = (1 + (2 * opts.discard_share * (seen_draws + 1)) // (seen_accepts + 1)).astype(np.int64)
             width = np.minimum(np.minimum(chunk[kn], max(1, CHUNK_MAX_ROWS * R // (R - n_done))), remaining)
         else:
             width = np.minimum(remaining, fixed)
