@@ -44,7 +44,9 @@ class ResBlock(nn.Module):
         self.emb = nn.Linear(emb_dim, 2 * channels)
         self.norm2 = nn.GroupNorm(_groups(channels, max_groups), channels)
         self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
-        nn.init.zeros_(self.conv2.weight)  # each block starts as the identity
+        # each block starts as the identity (what growing a trained model needs; training from
+        # scratch with TrainConfig(reinit=True) re-draws every layer with its default init)
+        nn.init.zeros_(self.conv2.weight)
         nn.init.zeros_(self.conv2.bias)
 
     def forward(self, x: Tensor, emb: Tensor) -> Tensor:
