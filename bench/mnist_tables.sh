@@ -3,7 +3,7 @@
 # 16 runs per cell. Each task's grid runs as 3 shards in parallel (1 thread each), then
 # `toyflow bench merge` puts the rows back in grid order. 3 shards, not 2: shard i takes every
 # 3rd cell, which mixes the budgets 50..500 evenly, while 2 shards would give one of them every
-# budget-100 and budget-500 cell (70 % of the work). ~25 min on this project's 2-core CPU.
+# budget-100 and budget-500 cell (70 % of the work). ~35 min on this project's 2-core CPU (32 min in session 4).
 # Run from the repo root in the project's virtual environment.
 set -euo pipefail
 DATA=${TOYFLOW_DATA:-../shared/data/mnist}

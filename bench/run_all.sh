@@ -29,5 +29,7 @@ toyflow bench search --task rare-mode counting aesthetic --models oracle mlp --m
 python bench/bench_train_speed.py   # fp32 vs --amp-cpu training step
 python bench/bench_mnist.py --data-dir ../shared/data/mnist | tee bench/mnist_quality.txt
 
-# issue 4: image-scale search (16 runs per cell, 3 shards in parallel)  ~25 min
+# issue 4: image-scale search (16 runs per cell, 3 shards in parallel)  ~35 min
 bash bench/mnist_tables.sh
+# RBF's chunk width on the image model (discard_share)                  ~3 min
+python bench/bench_rbf_chunks.py | tee bench/rbf_chunks.txt
