@@ -163,7 +163,8 @@ class UNet(nn.Module):
             if (list(theirs) if key == "channels" else theirs) != mine[key]:
                 raise ValueError(f"cannot grow from a UNet with {key}={theirs}; this one has {key}={mine[key]} "
                                  "(only extra_blocks and mid_attention may differ)")
-        if any(a > b for a, b in zip(config.get("extra_blocks", (0, 0)), self.extra_blocks)) or (config.get("mid_attention", False) and not self.mid_attention):
+        more_blocks = any(a > b for a, b in zip(config.get("extra_blocks", (0, 0)), self.extra_blocks))
+        if more_blocks or (config.get("mid_attention", False) and not self.mid_attention):
             raise ValueError(f"the checkpoint's UNet ({dict(config)}) is larger than this one ({mine}); nothing to grow")
         own = self.state_dict()
         unknown = [k for k in state if k not in own or own[k].shape != state[k].shape]
