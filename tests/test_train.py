@@ -163,3 +163,32 @@ def test_ddp_two_cpu_processes_train_the_same_weights(tmp_path):
     assert torch.equal(w0, w1)  # gradients are averaged: identical weights on both ranks
     l0, l1 = torch.load(tmp_path / "losses0.pt"), torch.load(tmp_path / "losses1.pt")
     assert not torch.equal(l0, l1)  # ...while each rank drew its own batches
+
+
+def test_time_sampling_distributions():
+    """uniform: the same draws as t_min + (1 - t_min) U(0, 1); logit-normal-mix: half of them
+    sigmoid(N(0, 1)), so more mass mid-path, every t inside [t_min, 1]."""
+    seen = {}
+
+    def recorder(name):
+        def model(x, t):
+            seen[name] = t.clone()
+            return torch.zeros_like(x)
+        return model
+
+    x0 = torch.zeros(20000, 2, dtype=torch.float64)
+    schedule = eight_gaussians().schedule
+    flow_matching_loss(recorder("uniform"), x0, schedule, torch.Generator().manual_seed(3), t_min=0.01)
+    expected = 0.01 + 0.99 * torch.rand(20000, generator=torch.Generator().manual_seed(3)).double()
+    assert torch.allclose(seen["uniform"], expected)
+    flow_matching_loss(recorder("mix"), x0, schedule, torch.Generator().manual_seed(3), 0.01, "logit-normal-mix")
+    t = seen["mix"]
+    assert float(t.min()) >= 0.01 and float(t.max()) <= 1.0
+    # P(0.25 < u < 0.75): uniform 0.5; sigmoid(N(0,1)): P(|z| < logit(0.75) = 1.0986) = 0.7275; mix 0.614
+    middle = float(((t - 0.01) / 0.99).sub(0.5).abs().lt(0.25).double().mean())
+    assert abs(middle - 0.6137) < 0.02, middle
+    assert abs(float(t.mean()) - 0.505) < 0.01
+    with pytest.raises(ValueError, match="unknown t_sampling 'beta'"):
+        TrainConfig(t_sampling="beta")
+    with pytest.raises(ValueError, match="unknown t_sampling"):
+        flow_matching_loss(recorder("x"), x0, schedule, torch.Generator(), 0.01, "beta")

@@ -110,7 +110,8 @@ def _cmd_train_mnist(args) -> int:
         extra.update(init_from=str(args.init_from), earlier_commands=history)
         overrides["reinit"] = False
     res = train_flow(
-        model, data.images, "linear", _train_config(args, **overrides), checkpoint_path=out, resume=args.resume,
+        model, data.images, "linear", _train_config(args, t_sampling=args.t_sampling, **overrides),
+        checkpoint_path=out, resume=args.resume,
         extra_config=extra,
     )
     print(f"trained UNet ({sum(p.numel() for p in model.parameters())} parameters) for {res.steps} steps "
@@ -262,6 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--init-from", default=None, metavar="CHECKPOINT",
                            help="start from a trained UNet with the same widths and fewer blocks; "
                                 "the added blocks start as the identity")
+            p.add_argument("--t-sampling", choices=("uniform", "logit-normal-mix"), default="uniform",
+                           help="training times: uniform (default) or half uniform, half sigmoid(N(0, 1))")
             _add_train_options(p, steps=8000, batch=128, lr=1.5e-3, ema=0.9995)
         else:
             p.add_argument("--role", choices=("reward", "evaluator"), required=True)
