@@ -24,16 +24,7 @@ import time
 import torch
 
 from toyflow import pretrained, rewards, search
-
-
-class _Counted(torch.nn.Module):
-    def __init__(self, model):
-        super().__init__()
-        self.model, self.calls, self.rows = model, 0, 0
-
-    def forward(self, x, t):
-        self.calls, self.rows = self.calls + 1, self.rows + x.shape[0]
-        return self.model(x, t)
+from _common import CallLogger
 
 
 def main() -> None:
@@ -58,14 +49,14 @@ def main() -> None:
     stats = {}
     for rep in range(args.repeats):
         for name, opts in settings.items():
-            model = _Counted(flow)
+            model = CallLogger(flow)
             t0 = time.perf_counter()
             with torch.no_grad():
                 res = search.run("rbf", model, reward, generator=torch.Generator().manual_seed(rep), **kw, **opts)
             best[name] = min(best[name], time.perf_counter() - t0)
             s = stats.setdefault(name, {"calls": 0, "rows": 0, "discarded": 0, "nfe": 0, "reward": 0.0})
-            s["calls"] += model.calls
-            s["rows"] += model.rows
+            s["calls"] += len(model.sizes)
+            s["rows"] += sum(model.sizes)
             s["discarded"] += int(res.discarded.sum())
             s["nfe"] += int(res.nfe.sum())
             s["reward"] += float(res.rewards.mean())

@@ -32,17 +32,7 @@ import torch
 
 from toyflow import search
 from toyflow.models import VelocityMLP
-
-
-class _Logger(torch.nn.Module):
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-        self.sizes = []
-
-    def forward(self, x, t):
-        self.sizes.append(x.shape[0])
-        return self.model(x, t)
+from _common import CallLogger
 
 
 class QuadReward:
@@ -105,7 +95,7 @@ def main():
         method = label.split()[0]
 
         def sizes_of(opts):
-            logger = _Logger(mlp)
+            logger = CallLogger(mlp)
             res = search.run(method, logger, reward, generator=torch.Generator().manual_seed(1), **kw, **opts)
             return logger.sizes, res
 

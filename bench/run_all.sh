@@ -26,7 +26,8 @@ toyflow bench search --task rare-mode counting aesthetic --models oracle mlp --m
     --out bench/results_2d_smc-lam0.05.csv
 
 # issue 4: MNIST classifiers, flow quality, sampling time               ~3 min
-python bench/bench_train_speed.py   # fp32 vs --amp-cpu training step
+python bench/bench_train_speed.py   # fp32 vs --amp-cpu training step, the shipped UNet
+python bench/bench_train_speed.py --layout v4   # the same for UNet() of the v2-v4 flows
 python bench/bench_mnist.py --data-dir ../shared/data/mnist | tee bench/mnist_quality.txt
 
 # issue 4: image-scale search (16 runs per cell, 3 shards in parallel)  ~35 min

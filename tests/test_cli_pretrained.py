@@ -20,6 +20,21 @@ def test_train_2d_then_sample_png(tmp_path, capsys):
     assert "wrote" in capsys.readouterr().out
 
 
+def test_train_2d_t_sampling_is_recorded(tmp_path):
+    """--t-sampling reaches TrainConfig for the 2D trainer too, and the checkpoint says which was used."""
+    import json
+
+    for choice in ("uniform", "logit-normal-mix"):
+        out = tmp_path / choice
+        assert main(["train", "2d", "--dataset", "moons", "--steps", "3", "--quiet", "--t-sampling", choice,
+                     "--out", str(out)]) == 0
+        cfg = json.loads(out.with_suffix(".json").read_text())
+        assert cfg["train_config"]["t_sampling"] == choice
+        assert cfg["command"].endswith(f"--t-sampling {choice} --out {out}")
+    with pytest.raises(SystemExit):
+        main(["train", "2d", "--t-sampling", "beta"])
+
+
 def test_export_half_precision_round_trip(tmp_path, capsys):
     """toyflow export: float16 storage, half the bytes, loads back into a float32 model within fp16 rounding."""
     import json

@@ -36,6 +36,12 @@ def _add_train_options(p: argparse.ArgumentParser, *, steps: int, batch: int, lr
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def _add_t_sampling(p: argparse.ArgumentParser) -> None:
+    """Flow trainers only: how the training times t are drawn (TrainConfig.t_sampling)."""
+    p.add_argument("--t-sampling", choices=("uniform", "logit-normal-mix"), default="uniform",
+                   help="training times: uniform (default) or half uniform, half sigmoid(N(0, 1))")
+
+
 def _command_line(args) -> str:
     """The command as the user gave it (recorded in checkpoints)."""
     return " ".join(["toyflow"] + list(args.argv))
@@ -73,7 +79,8 @@ def _cmd_train_2d(args) -> int:
     model = VelocityMLP(dim=2, hidden=args.hidden, depth=args.depth)
 
     res = train_flow(
-        model, data, args.schedule, _train_config(args), checkpoint_path=out, resume=args.resume,
+        model, data, args.schedule, _train_config(args, t_sampling=args.t_sampling), checkpoint_path=out,
+        resume=args.resume,
         extra_config={"dataset": args.dataset, "task": "2d", "command": _command_line(args)},
     )
     print(f"trained {sum(p.numel() for p in model.parameters())} parameters for {res.steps} steps "
@@ -244,6 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--depth", type=int, default=3, help="MLP hidden layers (default 3)")
     p.add_argument("--out", default=None, help="checkpoint path without suffix (default runs/2d-DATASET)")
     _add_train_options(p, steps=2000, batch=256, lr=2e-3)
+    _add_t_sampling(p)
     p.set_defaults(func=_cmd_train_2d)
 
     for name, fn, help_ in (("mnist", _cmd_train_mnist, "UNet flow model on MNIST"),
@@ -263,8 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--init-from", default=None, metavar="CHECKPOINT",
                            help="start from a trained UNet with the same widths and fewer blocks; "
                                 "the added blocks start as the identity")
-            p.add_argument("--t-sampling", choices=("uniform", "logit-normal-mix"), default="uniform",
-                           help="training times: uniform (default) or half uniform, half sigmoid(N(0, 1))")
+            _add_t_sampling(p)
             _add_train_options(p, steps=8000, batch=128, lr=1.5e-3, ema=0.9995)
         else:
             p.add_argument("--role", choices=("reward", "evaluator"), required=True)
