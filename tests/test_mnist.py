@@ -433,3 +433,44 @@ def test_cli_train_mnist_init_from_records_history(tmp_path, no_env, capsys):
     capsys.readouterr()
     assert main(common + ["--steps", "1", "--init-from", str(tmp_path / "clf"), "--out", str(tmp_path / "x")]) != 0
     assert "holds a 'reward-cnn' model, not a UNet flow" in capsys.readouterr().err
+
+
+def test_reflow_pairs_then_cli_train_on_them(tmp_path, no_env, capsys):
+    """bench/reflow_pairs.py writes a flow's own ODE solutions with their noises; `toyflow train mnist
+    --pairs` trains on exactly those pairs and records where they came from."""
+    import importlib.util
+    import json
+
+    from toyflow import dynamics
+    from toyflow.cli import main
+    from toyflow.train import CoupledPairs
+
+    write_split(tmp_path / "data", "test", n=16)
+    common = ["train", "mnist", "--channels", "8", "16", "32", "--mid-blocks", "1", "--batch-size", "4", "--quiet"]
+    assert main(common + ["--data-dir", str(tmp_path / "data"), "--steps", "2", "--out", str(tmp_path / "f")]) == 0
+    repo = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("reflow_pairs", repo / "bench" / "reflow_pairs.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    script.main(str(tmp_path / "f"), steps=2, shards=2, out=str(tmp_path / "pairs"), seed=3)
+    pairs = CoupledPairs.from_folder(tmp_path / "pairs")
+    assert pairs.data.shape == pairs.noise.shape == (2000, 1, 28, 28)
+    assert not list((tmp_path / "pairs").glob("*.tmp"))  # written atomically
+    flow = load_model(tmp_path / "f")
+    rows = [0, 999, 1000, 1999]  # both shards: each sample is the flow's 2-step ODE solution from its noise
+    with torch.no_grad():
+        again = dynamics.sample(flow, pairs.noise[rows], "linear", steps=2).x
+    assert torch.allclose(again, pairs.data[rows], atol=1e-5)
+    first = torch.randn(250, 1, 28, 28, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(pairs.noise[:250], first)  # the seed fixes the noises
+
+    # no --data-dir: the pairs are the training data
+    assert main(common + ["--pairs", str(tmp_path / "pairs"), "--init-from", str(tmp_path / "f"), "--steps", "2",
+                          "--out", str(tmp_path / "g")]) == 0
+    cfg = json.loads((tmp_path / "g.json").read_text())
+    assert cfg["dataset"] == f"reflow-pairs (2000 pairs from {tmp_path / 'pairs'})"
+    assert "--pairs" in cfg["command"] and cfg["init_from"] == str(tmp_path / "f")
+    capsys.readouterr()
+    (tmp_path / "empty").mkdir()
+    assert main(common + ["--pairs", str(tmp_path / "empty"), "--steps", "1", "--out", str(tmp_path / "h")]) != 0
+    assert "no pairs-*.safetensors shards" in capsys.readouterr().err

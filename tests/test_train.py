@@ -10,7 +10,7 @@ import torch
 
 from toyflow import checkpoint
 from toyflow.models import VelocityMLP, load_model, save_model
-from toyflow.train import TrainConfig, flow_matching_loss, train_flow
+from toyflow.train import CoupledPairs, TrainConfig, flow_matching_loss, train_flow
 from conftest import REPO, eight_gaussians
 
 CFG = TrainConfig(steps=30, batch_size=64, warmup=5, progress=False, device="cpu")
@@ -192,3 +192,62 @@ def test_time_sampling_distributions():
         TrainConfig(t_sampling="beta")
     with pytest.raises(ValueError, match="unknown t_sampling"):
         flow_matching_loss(recorder("x"), x0, schedule, torch.Generator(), 0.01, "beta")
+
+
+def test_flow_matching_loss_with_fixed_noise_is_exact():
+    """Given noise x1, the loss is exactly mean |model(x_t, t) - (x1 - x0)|^2 on the linear path with
+    x_t = (1 - t) x0 + t x1, and the times are drawn as without it (same generator, same t)."""
+    seen = {}
+
+    def recorder(name):
+        def model(x, t):
+            seen[name] = (x.clone(), t.clone())
+            return torch.zeros_like(x)
+        return model
+
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.randn(64, 3, generator=g, dtype=torch.float64)
+    x1 = torch.randn(64, 3, generator=g, dtype=torch.float64)
+    schedule = eight_gaussians().schedule  # linear
+    loss = flow_matching_loss(recorder("fixed"), x0, schedule, torch.Generator().manual_seed(5), 0.01, noise=x1)
+    xt, t = seen["fixed"]
+    assert torch.allclose(xt, (1 - t)[:, None] * x0 + t[:, None] * x1, atol=1e-12)
+    assert torch.allclose(loss.double(), ((x1 - x0) ** 2).mean(), rtol=1e-6)
+    flow_matching_loss(recorder("drawn"), x0, schedule, torch.Generator().manual_seed(5), 0.01)
+    assert torch.equal(seen["drawn"][1], t)
+    with pytest.raises(ValueError, match=r"noise \(64, 2\) must have the shape of x0 \(64, 3\)"):
+        flow_matching_loss(recorder("x"), x0, schedule, torch.Generator(), 0.01, noise=x1[:, :2])
+
+
+def test_train_flow_on_coupled_pairs_keeps_rows_paired():
+    """Every training point x_t lies on the segment between data[i] and noise[i] of one pair i."""
+
+    class Recorder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(()))
+            self.seen = []
+
+        def forward(self, x, t):
+            self.seen.append((x.detach().clone(), t.detach().clone()))
+            return x * self.w
+
+    n = 40
+    data = torch.stack([torch.arange(n), -torch.arange(n)], 1).float()  # row i = (i, -i)
+    pairs = CoupledPairs(data=data, noise=data + 100.0)  # x_t = x0 + 100 t on the linear path
+    model = Recorder()
+    cfg = TrainConfig(steps=3, batch_size=16, progress=False, device="cpu")
+    res = train_flow(model, pairs, "linear", cfg)
+    seen = res.raw_model.seen
+    assert len(seen) == 3
+    for xt, t in seen:
+        x0 = xt - 100.0 * t[:, None]  # undo the pair's displacement
+        i = x0[:, 0].round()
+        assert torch.allclose(x0, torch.stack([i, -i], 1), atol=1e-3)
+        assert ((i >= 0) & (i < n)).all()
+    with pytest.raises(ValueError, match="same shape"):
+        CoupledPairs(data=data, noise=data[:5])
+    with pytest.raises(ValueError, match="non-empty"):
+        CoupledPairs(data=data[:0], noise=data[:0])
+    with pytest.raises(TypeError, match="two tensors"):
+        CoupledPairs(data=data, noise=None)

@@ -95,14 +95,19 @@ def _cmd_train_mnist(args) -> int:
     from toyflow import checkpoint
     from toyflow.data.mnist import load_mnist
     from toyflow.models.unet import UNet
-    from toyflow.train import train_flow
+    from toyflow.train import CoupledPairs, train_flow
 
-    data = load_mnist(args.split, args.data_dir, download=args.download)
+    if args.pairs:  # reflow: the flow's own noise -> sample pairs instead of the digits
+        train_data = CoupledPairs.from_folder(args.pairs)
+        dataset = f"reflow-pairs ({train_data.data.shape[0]} pairs from {args.pairs})"
+    else:
+        train_data = load_mnist(args.split, args.data_dir, download=args.download).images
+        dataset = f"mnist-{args.split}"
     out = Path(args.out or "runs/mnist-flow")
     torch.manual_seed(args.seed)  # the initial weights, reproducible (also of blocks added by --init-from)
     model = UNet(channels=tuple(args.channels), mid_blocks=args.mid_blocks,
                  extra_blocks=tuple(args.extra_blocks), mid_attention=args.mid_attention)
-    extra = {"dataset": f"mnist-{args.split}", "task": "mnist", "command": _command_line(args)}
+    extra = {"dataset": dataset, "task": "mnist", "command": _command_line(args)}
     overrides = {}
     if args.init_from:
         tensors, config = checkpoint.load(args.init_from)
@@ -117,7 +122,7 @@ def _cmd_train_mnist(args) -> int:
         extra.update(init_from=str(args.init_from), earlier_commands=history)
         overrides["reinit"] = False
     res = train_flow(
-        model, data.images, "linear", _train_config(args, t_sampling=args.t_sampling, **overrides),
+        model, train_data, "linear", _train_config(args, t_sampling=args.t_sampling, **overrides),
         checkpoint_path=out, resume=args.resume,
         extra_config=extra,
     )
@@ -272,6 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
                            help="start from a trained UNet with the same widths and fewer blocks; "
                                 "the added blocks start as the identity")
             _add_t_sampling(p)
+            p.add_argument("--pairs", default=None, metavar="FOLDER",
+                           help="reflow: train on a flow's noise -> sample pairs (the pairs-*.safetensors shards "
+                                "of bench/reflow_pairs.py) instead of the digits; usually with --init-from")
             _add_train_options(p, steps=8000, batch=128, lr=1.5e-3, ema=0.9995)
         else:
             p.add_argument("--role", choices=("reward", "evaluator"), required=True)

@@ -37,6 +37,7 @@ __all__ = [
     "TrainResult",
     "pick_device",
     "flow_matching_loss",
+    "CoupledPairs",
     "train_flow",
     "train_classifier",
 ]
@@ -44,6 +45,46 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 DataSource = Union[Tensor, Callable[[int, torch.Generator], Tensor]]
+
+
+@dataclass(frozen=True)
+class CoupledPairs:
+    """Training data with its noise fixed: row i of ``data`` (t = 0) is paired with row i of ``noise``
+    (t = 1), e.g. a flow's own noise -> sample pairs for reflow (rectified flow), which straightens
+    the paths so that few Euler steps track the ODE. Both (N, *shape), same N and shape.
+    """
+
+    data: Tensor
+    noise: Tensor
+
+    def __post_init__(self):
+        if not (torch.is_tensor(self.data) and torch.is_tensor(self.noise)):
+            raise TypeError("CoupledPairs needs two tensors: data (N, *shape) and noise (N, *shape)")
+        if self.data.shape != self.noise.shape:
+            raise ValueError(f"CoupledPairs: data {tuple(self.data.shape)} and noise {tuple(self.noise.shape)} "
+                             "must have the same shape (row i of each is one pair)")
+        if self.data.dim() < 2 or self.data.shape[0] == 0:
+            raise ValueError(f"CoupledPairs needs a non-empty batch of pairs (N, *shape), got {tuple(self.data.shape)}")
+
+    @classmethod
+    def from_folder(cls, folder: Union[str, Path]) -> "CoupledPairs":
+        """Read the shards ``pairs-*.safetensors`` (tensors ``samples`` and ``noise``) that
+        ``bench/reflow_pairs.py`` writes, in name order."""
+        from safetensors.torch import load_file
+
+        folder = Path(folder)
+        shards = sorted(folder.glob("pairs-*.safetensors"))
+        if not shards:
+            raise FileNotFoundError(f"no pairs-*.safetensors shards in {folder}; make them with "
+                                    "python bench/reflow_pairs.py --flow CHECKPOINT --out FOLDER")
+        data, noise = [], []
+        for shard in shards:
+            tensors = load_file(str(shard))
+            if set(tensors) != {"samples", "noise"}:
+                raise ValueError(f"{shard} holds {sorted(tensors)}, expected the tensors 'samples' and 'noise'")
+            data.append(tensors["samples"])
+            noise.append(tensors["noise"])
+        return cls(data=torch.cat(data), noise=torch.cat(noise))
 
 
 T_SAMPLING = ("uniform", "logit-normal-mix")
@@ -117,8 +158,12 @@ def flow_matching_loss(
     generator: torch.Generator,
     t_min: float = 1e-3,
     t_sampling: str = "uniform",
+    noise: Optional[Tensor] = None,
 ) -> Tensor:
     """Mean squared error between model(x_t, t) and the conditional velocity d_alpha x0 + d_sigma x1.
+
+    x1 ~ N(0, I) drawn with ``generator``, or ``noise`` (same shape as x0) when the pairs are fixed
+    (:class:`CoupledPairs`); the times are drawn the same way in both cases.
 
     t = t_min + (1 - t_min) u with u ~ U(0, 1) (``"uniform"``), or for ``"logit-normal-mix"`` u ~
     U(0, 1) or sigmoid(N(0, 1)) with probability 1/2 each: more weight mid-path, where a digit's
@@ -133,7 +178,12 @@ def flow_matching_loss(
     elif t_sampling != "uniform":
         raise ValueError(f"unknown t_sampling {t_sampling!r}; choose one of {', '.join(T_SAMPLING)}")
     t = t_min + (1 - t_min) * u.to(x0.device, x0.dtype)
-    x1 = torch.randn(x0.shape, generator=generator, device=generator.device).to(x0.device, x0.dtype)
+    if noise is None:
+        x1 = torch.randn(x0.shape, generator=generator, device=generator.device).to(x0.device, x0.dtype)
+    elif noise.shape != x0.shape:
+        raise ValueError(f"noise {tuple(noise.shape)} must have the shape of x0 {tuple(x0.shape)}")
+    else:
+        x1 = noise.to(x0.device, x0.dtype)
     c = schedule(t)
     shape = (-1,) + (1,) * (x0.dim() - 1)
     xt = c.alpha.reshape(shape) * x0 + c.sigma.reshape(shape) * x1
@@ -286,7 +336,7 @@ def _draw(data: DataSource, n: int, generator: torch.Generator) -> Tensor:
 
 def train_flow(
     model: nn.Module,
-    data: DataSource,
+    data: Union[DataSource, CoupledPairs],
     schedule: Union[str, Interpolant] = "linear",
     config: TrainConfig = TrainConfig(),
     *,
@@ -294,14 +344,19 @@ def train_flow(
     resume: bool = False,
     extra_config: Optional[dict] = None,
 ) -> TrainResult:
-    """Conditional flow matching. ``data``: a tensor (N, *shape) of training points, or a sampler
-    ``data(n, generator) -> (n, *shape)`` drawing fresh points (the 2D datasets)."""
+    """Conditional flow matching. ``data``: a tensor (N, *shape) of training points, a sampler
+    ``data(n, generator) -> (n, *shape)`` drawing fresh points (the 2D datasets), or
+    :class:`CoupledPairs` (data with fixed noise partners: reflow)."""
     schedule = get(schedule)
     if torch.is_tensor(data) and data.shape[0] == 0:
         raise ValueError("training data is empty")
     extra = {"schedule": schedule.name, **(extra_config or {})}
 
     def batch_loss(m, g, device):
+        if isinstance(data, CoupledPairs):
+            idx = torch.randint(0, data.data.shape[0], (config.batch_size,), generator=g)
+            x0, x1 = data.data[idx].to(device), data.noise[idx].to(device)
+            return flow_matching_loss(m, x0, schedule, g, config.t_min, config.t_sampling, noise=x1)
         x0 = _draw(data, config.batch_size, g).to(device)
         return flow_matching_loss(m, x0, schedule, g, config.t_min, config.t_sampling)
 
