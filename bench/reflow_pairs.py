@@ -4,8 +4,10 @@
 
 Each shard holds 1,000 pairs (``noise`` (1000, 1, 28, 28) ~ N(0, I) and ``samples``, the flow's
 linear-ODE solution from that noise with ``--steps`` Euler steps), written atomically as
-``pairs-NN.safetensors``, so an interrupted run keeps its finished shards. Noises come from one
-``torch.Generator`` seeded with ``--seed``, 250 per batch, so the same command gives the same pairs.
+``pairs-NN.safetensors``, so an interrupted run keeps its finished shards, and running the same
+command again skips them and makes the rest. Noises come from one ``torch.Generator`` seeded with
+``--seed``, 250 per batch (a skipped shard's noises are still drawn), so the same command gives the
+same pairs.
 """
 
 from __future__ import annotations
@@ -29,6 +31,11 @@ def main(flow_path: str, steps: int, shards: int, out: str, seed: int = 100) -> 
     g = torch.Generator().manual_seed(seed)
     for shard in range(shards):
         t0 = time.perf_counter()
+        if (folder / f"pairs-{shard:02d}.safetensors").exists():  # made by an earlier, interrupted run
+            for _ in range(4):
+                torch.randn(250, 1, 28, 28, generator=g)  # keep the noise stream in step
+            print(shard, "exists, skipped", flush=True)
+            continue
         zs, xs = [], []
         for _ in range(4):
             z = torch.randn(250, 1, 28, 28, generator=g)

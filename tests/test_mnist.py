@@ -463,6 +463,11 @@ def test_reflow_pairs_then_cli_train_on_them(tmp_path, no_env, capsys):
     assert torch.allclose(again, pairs.data[rows], atol=1e-5)
     first = torch.randn(250, 1, 28, 28, generator=torch.Generator().manual_seed(3))
     assert torch.equal(pairs.noise[:250], first)  # the seed fixes the noises
+    # interrupted after one shard, then run again: the same pairs
+    script.main(str(tmp_path / "f"), steps=2, shards=1, out=str(tmp_path / "again"), seed=3)
+    script.main(str(tmp_path / "f"), steps=2, shards=2, out=str(tmp_path / "again"), seed=3)
+    resumed = CoupledPairs.from_folder(tmp_path / "again")
+    assert torch.equal(resumed.noise, pairs.noise) and torch.equal(resumed.data, pairs.data)
 
     # no --data-dir: the pairs are the training data
     assert main(common + ["--pairs", str(tmp_path / "pairs"), "--init-from", str(tmp_path / "f"), "--steps", "2",
