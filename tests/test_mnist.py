@@ -436,27 +436,22 @@ def test_cli_train_mnist_init_from_records_history(tmp_path, no_env, capsys):
 
 
 def test_reflow_pairs_then_cli_train_on_them(tmp_path, no_env, capsys):
-    """bench/reflow_pairs.py writes a flow's own ODE solutions with their noises; `toyflow train mnist
+    """make_reflow_pairs writes a flow's own ODE solutions with their noises; `toyflow train mnist
     --pairs` trains on exactly those pairs and records where they came from."""
-    import importlib.util
     import json
 
     from toyflow import dynamics
     from toyflow.cli import main
-    from toyflow.train import CoupledPairs
+    from toyflow.train import CoupledPairs, make_reflow_pairs
 
     write_split(tmp_path / "data", "test", n=16)
     common = ["train", "mnist", "--channels", "8", "16", "32", "--mid-blocks", "1", "--batch-size", "4", "--quiet"]
     assert main(common + ["--data-dir", str(tmp_path / "data"), "--steps", "2", "--out", str(tmp_path / "f")]) == 0
-    repo = Path(__file__).resolve().parents[1]
-    spec = importlib.util.spec_from_file_location("reflow_pairs", repo / "bench" / "reflow_pairs.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    script.main(str(tmp_path / "f"), steps=2, shards=2, out=str(tmp_path / "pairs"), seed=3)
+    flow = load_model(tmp_path / "f")
+    make_reflow_pairs(flow, tmp_path / "pairs", generator_seed=3, steps=2, shards=2, source="f", progress=False)
     pairs = CoupledPairs.from_folder(tmp_path / "pairs")
     assert pairs.data.shape == pairs.noise.shape == (2000, 1, 28, 28)
     assert not list((tmp_path / "pairs").glob("*.tmp"))  # written atomically
-    flow = load_model(tmp_path / "f")
     rows = [0, 999, 1000, 1999]  # both shards: each sample is the flow's 2-step ODE solution from its noise
     with torch.no_grad():
         again = dynamics.sample(flow, pairs.noise[rows], "linear", steps=2).x
@@ -464,10 +459,15 @@ def test_reflow_pairs_then_cli_train_on_them(tmp_path, no_env, capsys):
     first = torch.randn(250, 1, 28, 28, generator=torch.Generator().manual_seed(3))
     assert torch.equal(pairs.noise[:250], first)  # the seed fixes the noises
     # interrupted after one shard, then run again: the same pairs
-    script.main(str(tmp_path / "f"), steps=2, shards=1, out=str(tmp_path / "again"), seed=3)
-    script.main(str(tmp_path / "f"), steps=2, shards=2, out=str(tmp_path / "again"), seed=3)
+    make_reflow_pairs(flow, tmp_path / "again", generator_seed=3, steps=2, shards=1, source="f", progress=False)
+    make_reflow_pairs(flow, tmp_path / "again", generator_seed=3, steps=2, shards=2, source="f", progress=False)
     resumed = CoupledPairs.from_folder(tmp_path / "again")
     assert torch.equal(resumed.noise, pairs.noise) and torch.equal(resumed.data, pairs.data)
+    # pairs of another seed in the same folder are refused
+    make_reflow_pairs(flow, tmp_path / "mixed", generator_seed=3, steps=2, shards=1, source="f", progress=False)
+    make_reflow_pairs(flow, tmp_path / "mixed", generator_seed=4, steps=2, shards=2, source="f", progress=False)
+    with pytest.raises(ValueError, match="keep the pairs of one flow, steps and seed"):
+        CoupledPairs.from_folder(tmp_path / "mixed")
 
     # no --data-dir: the pairs are the training data
     assert main(common + ["--pairs", str(tmp_path / "pairs"), "--init-from", str(tmp_path / "f"), "--steps", "2",
@@ -479,3 +479,6 @@ def test_reflow_pairs_then_cli_train_on_them(tmp_path, no_env, capsys):
     (tmp_path / "empty").mkdir()
     assert main(common + ["--pairs", str(tmp_path / "empty"), "--steps", "1", "--out", str(tmp_path / "h")]) != 0
     assert "no pairs-*.safetensors shards" in capsys.readouterr().err
+    assert main(common + ["--pairs", str(tmp_path / "pairs"), "--data-dir", str(tmp_path / "data"), "--steps", "1",
+                          "--out", str(tmp_path / "h")]) != 0
+    assert "--pairs replaces the digits" in capsys.readouterr().err

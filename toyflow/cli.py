@@ -98,7 +98,12 @@ def _cmd_train_mnist(args) -> int:
     from toyflow.train import CoupledPairs, train_flow
 
     if args.pairs:  # reflow: the flow's own noise -> sample pairs instead of the digits
+        if args.data_dir or args.download:
+            raise ValueError("--pairs replaces the digits as training data; drop --data-dir / --download")
         train_data = CoupledPairs.from_folder(args.pairs)
+        if tuple(train_data.data.shape[1:]) != (1, 28, 28):
+            raise ValueError(f"--pairs {args.pairs} holds samples of shape {tuple(train_data.data.shape[1:])}, "
+                             "the MNIST UNet needs (1, 28, 28)")
         dataset = f"reflow-pairs ({train_data.data.shape[0]} pairs from {args.pairs})"
     else:
         train_data = load_mnist(args.split, args.data_dir, download=args.download).images

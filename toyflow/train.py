@@ -38,6 +38,7 @@ __all__ = [
     "pick_device",
     "flow_matching_loss",
     "CoupledPairs",
+    "make_reflow_pairs",
     "train_flow",
     "train_classifier",
 ]
@@ -68,23 +69,68 @@ class CoupledPairs:
 
     @classmethod
     def from_folder(cls, folder: Union[str, Path]) -> "CoupledPairs":
-        """Read the shards ``pairs-*.safetensors`` (tensors ``samples`` and ``noise``) that
-        ``bench/reflow_pairs.py`` writes, in name order."""
-        from safetensors.torch import load_file
-
+        """Read the shards ``pairs-NN`` (safetensors ``samples`` and ``noise`` + JSON) that
+        :func:`make_reflow_pairs` writes, in name order; all must come from one flow, steps and seed."""
         folder = Path(folder)
-        shards = sorted(folder.glob("pairs-*.safetensors"))
+        shards = sorted(folder.glob("pairs-*.json"))  # the JSON is written last: a listed shard is complete
         if not shards:
             raise FileNotFoundError(f"no pairs-*.safetensors shards in {folder}; make them with "
                                     "python bench/reflow_pairs.py --flow CHECKPOINT --out FOLDER")
-        data, noise = [], []
+        data, noise, origin = [], [], None
         for shard in shards:
-            tensors = load_file(str(shard))
+            tensors, config = checkpoint.load(shard.with_suffix(""))
             if set(tensors) != {"samples", "noise"}:
-                raise ValueError(f"{shard} holds {sorted(tensors)}, expected the tensors 'samples' and 'noise'")
+                raise ValueError(f"{shard.with_suffix('')} holds {sorted(tensors)}, expected the tensors 'samples' and 'noise'")
+            source = {k: config.get(k) for k in ("flow", "steps", "seed")}
+            if origin is not None and source != origin:
+                raise ValueError(f"{shard} was made by {source}, the shards before it by {origin}; "
+                                 "keep the pairs of one flow, steps and seed in one folder")
+            origin = source
             data.append(tensors["samples"])
             noise.append(tensors["noise"])
         return cls(data=torch.cat(data), noise=torch.cat(noise))
+
+
+def make_reflow_pairs(
+    flow: nn.Module,
+    folder: Union[str, Path],
+    *,
+    generator_seed: int,
+    shape: tuple[int, ...] = (1, 28, 28),
+    steps: int = 100,
+    shards: int = 10,
+    shard_size: int = 1000,
+    batch: int = 250,
+    source: str = "",
+    progress: bool = True,
+) -> list[Path]:
+    """Write a flow's own noise -> sample pairs (linear ODE, ``steps`` Euler steps) for reflow.
+
+    Noises of ``shape`` (default one MNIST image) come from one generator seeded with
+    ``generator_seed``, ``batch`` per model call. Shard k is ``folder/pairs-kk`` (safetensors ``noise``, ``samples`` of shape (shard_size, *shape)
+    + JSON: source flow, steps, seed), written atomically by :func:`toyflow.checkpoint.save`.
+    Finished shards are skipped on a rerun, their noises still drawn, so an interrupted run
+    continues to exactly the pairs one uninterrupted run gives. Returns the shard paths.
+    """
+    from toyflow import dynamics
+
+    if shard_size % batch != 0:
+        raise ValueError(f"shard_size {shard_size} must be a multiple of batch {batch}")
+    folder = Path(folder)
+    g = torch.Generator().manual_seed(generator_seed)
+    paths = []
+    for k in tqdm(range(shards), desc="reflow pairs", disable=not progress):
+        path = folder / f"pairs-{k:02d}"
+        paths.append(path)
+        noises = [torch.randn((batch,) + shape, generator=g) for _ in range(shard_size // batch)]
+        if checkpoint.checkpoint_paths(path)[1].exists():  # finished by an earlier run
+            continue
+        with torch.no_grad():
+            samples = [dynamics.sample(flow, z, "linear", steps=steps).x for z in noises]
+        checkpoint.save(path, {"noise": torch.cat(noises), "samples": torch.cat(samples)},
+                        {"kind": "reflow-pairs", "flow": source, "steps": steps, "seed": generator_seed,
+                         "shard": k, "pairs": shard_size})
+    return paths
 
 
 T_SAMPLING = ("uniform", "logit-normal-mix")
