@@ -251,3 +251,68 @@ def test_train_flow_on_coupled_pairs_keeps_rows_paired():
         CoupledPairs(data=data[:0], noise=data[:0])
     with pytest.raises(TypeError, match="two tensors"):
         CoupledPairs(data=data, noise=None)
+
+
+# ---- Euler distillation --------------------------------------------------------------------------
+class _GaussianField(torch.nn.Module):
+    """Exact linear-path velocity when the data is N(0, I): x_t ~ N(0, s_t I), s_t = (1 - t)^2 + t^2,
+    v(x, t) = x (2t - 1) / s_t; the ODE maps x at t to x sqrt(s_u / s_t) at u."""
+
+    def forward(self, x, t):
+        s = (1 - t) ** 2 + t ** 2
+        return x * ((2 * t - 1) / s).reshape(-1, *([1] * (x.dim() - 1)))
+
+
+def _s(t):
+    return (1 - t) ** 2 + t ** 2
+
+
+def test_euler_window_target_is_the_teachers_step_average():
+    from toyflow.train import euler_window_target
+
+    x, t = torch.randn(16, 2, dtype=torch.float64), torch.full((16,), 0.8, dtype=torch.float64)
+    # v = x: K Euler steps multiply x by (1 - dt)^K
+    ident = lambda y, tt: y  # noqa: E731
+    torch.testing.assert_close(euler_window_target(ident, x, t, 0.2, 4), x * (1 - (1 - 0.05) ** 4) / 0.2)
+    # v = t (time only): the average of the K left-point times; one substep is the velocity itself
+    clock = lambda y, tt: tt[:, None].expand_as(y)  # noqa: E731
+    torch.testing.assert_close(euler_window_target(clock, x, t, 0.2, 4), torch.full_like(x, 0.8 - 0.05 * 1.5))
+    torch.testing.assert_close(euler_window_target(clock, x, t, 0.2, 1), torch.full_like(x, 0.8))
+    # many substeps converge to the exact flow map's average velocity (Gaussian oracle), first order
+    exact = x * (1 - (_s(torch.tensor(0.6)) / _s(torch.tensor(0.8))).sqrt()) / 0.2
+    err = [(euler_window_target(_GaussianField(), x, t, 0.2, k) - exact).abs().max().item() for k in (100, 200)]
+    assert err[1] < 1e-2 and 1.8 < err[0] / err[1] < 2.2  # error halves with twice the substeps
+
+
+def test_euler_distillation_fixes_a_two_step_sampler():
+    """Data N(0, I): the exact ODE maps noise to itself, but 2 Euler steps of the exact field give x1 / 2.
+    A student distilled for 2 steps (64 substeps) lands close to x1."""
+    from toyflow.dynamics import sample
+    from toyflow.train import train_euler_distillation
+
+    data = lambda n, g: torch.randn(n, 2, generator=g)  # noqa: E731
+    teacher = _GaussianField()
+    x1 = torch.randn(2000, 2, generator=torch.Generator().manual_seed(5))
+    base = sample(teacher, x1, "linear", steps=2).x
+    torch.testing.assert_close(base, x1 / 2)
+    cfg = TrainConfig(steps=400, batch_size=256, lr=3e-3, warmup=10, progress=False, device="cpu", reinit=False)
+    res = train_euler_distillation(VelocityMLP(hidden=64), teacher, data, "linear", cfg, euler_steps=2, substeps=64)
+    with torch.no_grad():
+        out = sample(res.model, x1, "linear", steps=2).x
+    ratio = (out.norm(dim=1) / x1.norm(dim=1)).median().item()
+    assert 0.93 < ratio < 1.07, ratio  # the teacher's own 2-step sampler: 0.5
+    assert res.losses[-1] < 0.1 * res.losses[0]
+
+
+def test_euler_distillation_bad_input():
+    from toyflow.train import train_euler_distillation
+
+    data = torch.randn(8, 2)
+    with pytest.raises(ValueError, match="reinit=False"):
+        train_euler_distillation(VelocityMLP(hidden=8), _GaussianField(), data, config=TrainConfig(steps=1, progress=False))
+    cfg = TrainConfig(steps=1, progress=False, reinit=False, device="cpu")
+    for bad in (0, 2.5):
+        with pytest.raises(ValueError, match="positive integers"):
+            train_euler_distillation(VelocityMLP(hidden=8), _GaussianField(), data, config=cfg, euler_steps=bad)
+    with pytest.raises(ValueError, match="empty"):
+        train_euler_distillation(VelocityMLP(hidden=8), _GaussianField(), torch.zeros(0, 2), config=cfg)

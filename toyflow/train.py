@@ -4,7 +4,10 @@ Flow matching loss (t = 0 data, t = 1 noise), x_t = alpha_t x_0 + sigma_t x_1:
 
     L = E_{t, x_0, x_1} || model(x_t, t) - (d_alpha_t x_0 + d_sigma_t x_1) ||^2
 
-One loop serves both losses: Adam, cosine learning-rate decay after a short warm-up, gradient
+A third loss, Euler distillation (:func:`train_euler_distillation`), fine-tunes a trained flow so that
+N uniform Euler steps land where many steps of the original would (see its docstring for the cost).
+
+One loop serves all losses: Adam, cosine learning-rate decay after a short warm-up, gradient
 clipping, EMA weights, tqdm progress, seeded through ``torch.Generator``s, device chosen
 automatically (cuda, mps, cpu) or given, bf16 autocast on CUDA, checkpoints (safetensors + JSON,
 atomic) with exact resume, and data-parallel training under ``torchrun`` (DDP; gloo on CPU,
@@ -40,6 +43,9 @@ __all__ = [
     "CoupledPairs",
     "make_reflow_pairs",
     "train_flow",
+    "euler_window_target",
+    "euler_distillation_loss",
+    "train_euler_distillation",
     "train_classifier",
 ]
 
@@ -407,6 +413,89 @@ def train_flow(
         return flow_matching_loss(m, x0, schedule, g, config.t_min, config.t_sampling)
 
     return _fit(model, batch_loss, config, checkpoint_path=checkpoint_path, resume=resume, extra_config=extra, desc="flow matching")
+
+
+# ---- Euler distillation ---------------------------------------------------------------------------
+def euler_window_target(teacher: Callable[[Tensor, Tensor], Tensor], x: Tensor, t: Tensor, h: float, substeps: int) -> Tensor:
+    """The teacher's average velocity over the Euler window [t - h, t]: (x - X_{t-h}) / h, where X is
+    the teacher's ODE from (x, t) integrated down to t - h with ``substeps`` Euler steps (no gradient).
+    x: (B, *shape), t: (B,) with t - h >= 0."""
+    dt = h / substeps
+    y = x
+    with torch.no_grad():
+        for k in range(substeps):
+            y = y - dt * teacher(y, t - k * dt).float()
+    return (x - y) / h
+
+
+def euler_distillation_loss(
+    student: Callable[[Tensor, Tensor], Tensor],
+    teacher: Callable[[Tensor, Tensor], Tensor],
+    x0: Tensor,
+    schedule: Interpolant,
+    generator: torch.Generator,
+    euler_steps: int = 20,
+    substeps: int = 5,
+) -> Tensor:
+    """Mean squared error between student(x_t, t) and :func:`euler_window_target` of the teacher, h = 1 / euler_steps.
+
+    x_t = alpha_t x0 + sigma_t x1, x1 ~ N(0, I) drawn with ``generator``; half of the times are the
+    grid points 1, 1 - h, ..., h of the ``euler_steps``-step uniform sampler, half t ~ U(h, 1).
+    """
+    B, h = x0.shape[0], 1.0 / euler_steps
+    x1 = torch.randn(x0.shape, generator=generator, device=generator.device).to(x0.device, x0.dtype)
+    on_grid = torch.randint(1, euler_steps + 1, (B,), generator=generator, device=generator.device).float() * h
+    anywhere = h + (1 - h) * torch.rand(B, generator=generator, device=generator.device)
+    t = torch.where(torch.rand(B, generator=generator, device=generator.device) < 0.5, on_grid, anywhere)
+    t = t.to(x0.device, x0.dtype)
+    c = schedule(t)
+    shape = (-1,) + (1,) * (x0.dim() - 1)
+    xt = c.alpha.reshape(shape) * x0 + c.sigma.reshape(shape) * x1
+    target = euler_window_target(teacher, xt, t, h, substeps)
+    return F.mse_loss(student(xt, t).float(), target.float())
+
+
+def train_euler_distillation(
+    student: nn.Module,
+    teacher: nn.Module,
+    data: DataSource,
+    schedule: Union[str, Interpolant] = "linear",
+    config: TrainConfig = TrainConfig(reinit=False),
+    *,
+    euler_steps: int = 20,
+    substeps: int = 5,
+    checkpoint_path: Optional[Union[str, Path]] = None,
+    resume: bool = False,
+    extra_config: Optional[dict] = None,
+) -> TrainResult:
+    """Fine-tune ``student`` (usually a copy of ``teacher``) so that ``euler_steps`` uniform Euler steps
+    track the teacher's ODE: each student step is trained to land where ``substeps`` teacher steps do.
+
+    Not flow matching: the student learns the teacher's velocity *averaged over a step* of length
+    h = 1 / euler_steps, which differs from the instantaneous velocity by O(h). Samplers with that
+    many steps gain (bench/RESULTS.md §3: the shipped MNIST flow); the score that the ODE -> SDE and
+    linear -> VP conversions derive from the velocity is off by O(h) too, so check the SDE modes'
+    samples when you use it. ``config.reinit`` must be False (the student starts from trained weights).
+    One training step costs ``substeps`` teacher forward passes on top of the student's.
+    """
+    schedule = get(schedule)
+    if not (isinstance(euler_steps, int) and euler_steps >= 1 and isinstance(substeps, int) and substeps >= 1):
+        raise ValueError(f"euler_steps and substeps must be positive integers, got {euler_steps!r} and {substeps!r}")
+    if config.reinit:
+        raise ValueError("Euler distillation fine-tunes trained weights; pass TrainConfig(reinit=False, ...)")
+    if torch.is_tensor(data) and data.shape[0] == 0:
+        raise ValueError("training data is empty")
+    device = pick_device(config.device)
+    teacher = teacher.to(device).eval().requires_grad_(False)
+    extra = {"schedule": schedule.name, "objective": f"euler-distillation (euler_steps={euler_steps}, substeps={substeps})",
+             **(extra_config or {})}
+
+    def batch_loss(m, g, device):
+        x0 = _draw(data, config.batch_size, g).to(device)
+        return euler_distillation_loss(m, teacher, x0, schedule, g, euler_steps, substeps)
+
+    return _fit(student, batch_loss, config, checkpoint_path=checkpoint_path, resume=resume, extra_config=extra,
+                desc="euler distillation")
 
 
 def train_classifier(
