@@ -1,9 +1,10 @@
 """Seconds per training step of the shipped MNIST UNet (batch 128), fp32 vs ``--amp-cpu``, side by side.
 
-Run:  python bench/bench_train_speed.py [--steps 10] [--rounds 3] [--layout shipped|v4]
+Run:  python bench/bench_train_speed.py [--steps 10] [--rounds 3] [--layout shipped|v5|v4]
 
 ``--layout shipped`` (default) builds the UNet from the shipped ``mnist-flow`` config (its extra
-blocks and attention included); ``v4`` is ``UNet()``, the 2.05 M-parameter layout of the v2-v4 flows.
+blocks and attention included); ``v5`` is the 2.41 M-parameter layout shipped until session 6
+(``extra_blocks=(0, 1)``, attention); ``v4`` is ``UNet()``, the 2.05 M-parameter layout of the v2-v4 flows.
 
 Times the real training loop (``toyflow.train.train_flow``: autocast, loss, backward, clipping,
 AdamW, EMA) on random digits-shaped data, with ``amp_cpu`` off and on, alternating within each
@@ -24,9 +25,11 @@ from toyflow.train import TrainConfig, train_flow
 def make_unet(layout: str) -> UNet:
     if layout == "v4":
         return UNet()
+    if layout == "v5":  # the flow shipped until session 6
+        return UNet(extra_blocks=(0, 1), mid_attention=True)
     if layout == "shipped":
         return UNet(**pretrained.info("mnist-flow")["arch_config"])
-    raise ValueError(f"unknown layout {layout!r}; choose shipped or v4")
+    raise ValueError(f"unknown layout {layout!r}; choose shipped, v5 or v4")
 
 
 def per_step(amp_cpu: bool, steps: int, batch: int, layout: str = "shipped") -> float:
@@ -55,7 +58,7 @@ if __name__ == "__main__":
     p = argparse.ArgumentParser()
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--layout", choices=("shipped", "v4"), default="shipped",
-                   help="UNet layout: the shipped mnist-flow's (default) or UNet() of the v2-v4 flows")
+    p.add_argument("--layout", choices=("shipped", "v5", "v4"), default="shipped",
+                   help="UNet layout: the shipped mnist-flow's (default), the v5 flow's, or UNet() of the v2-v4 flows")
     a = p.parse_args()
     main(a.steps, a.rounds, layout=a.layout)

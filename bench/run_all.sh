@@ -27,8 +27,11 @@ toyflow bench search --task rare-mode counting aesthetic --models oracle mlp --m
 
 # issue 4: MNIST classifiers, flow quality, sampling time               ~3 min
 python bench/bench_train_speed.py   # fp32 vs --amp-cpu training step, the shipped UNet
+python bench/bench_train_speed.py --layout v5   # the same for the v5 flow's layout (shipped until session 6)
 python bench/bench_train_speed.py --layout v4   # the same for UNet() of the v2-v4 flows
 python bench/bench_mnist.py --data-dir ../shared/data/mnist | tee bench/mnist_quality.txt
+python bench/bench_mnist.py --data-dir ../shared/data/mnist --quality-only --seed 1   # two more noise sets
+python bench/bench_mnist.py --data-dir ../shared/data/mnist --quality-only --seed 2
 
 # issue 4: image-scale search (16 runs per cell, 3 shards in parallel)  ~35 min
 bash bench/mnist_tables.sh

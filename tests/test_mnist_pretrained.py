@@ -22,6 +22,10 @@ def test_shipped_weights_are_small_and_load():
     # the flow ships float16 weights (toyflow export) and loads as a float32 model
     assert pretrained.info("mnist-flow")["weights_dtype"] == "float16"
     assert all(p.dtype == torch.float32 for p in flow.parameters())
+    # its history: six flow-matching phases (toyflow train mnist), then the Euler distillation
+    info = pretrained.info("mnist-flow")
+    assert info["objective"].startswith("euler-distillation") and info["command"].startswith("python bench/distill_euler.py")
+    assert len(info["earlier_commands"]) == 6 and all(c.startswith("toyflow train mnist") for c in info["earlier_commands"])
 
 
 @needs_weights
@@ -53,7 +57,7 @@ def test_flow_samples_are_digits():
     x = dynamics.sample(flow, torch.randn(200, 1, 28, 28, generator=g), "linear", steps=20).x
     with torch.no_grad():
         conf, cls = torch.softmax(evaluator(x), 1).max(1)
-    assert (conf >= 0.9).float().mean() >= 0.8  # bench/RESULTS.md: 88.8-90.5 % of 1,000 samples (s.e. of 200: 2.2 points)
+    assert (conf >= 0.9).float().mean() >= 0.85  # bench/RESULTS.md: 90.7-92.0 % of 1,000 samples (s.e. of 200: 2 points)
     assert torch.bincount(cls, minlength=10).min() >= 5  # every class appears
 
 

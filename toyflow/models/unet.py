@@ -1,7 +1,7 @@
 """A small, cheap U-Net velocity model for MNIST: model(x, t) with x: (B, 1, 28, 28), t: (B,).
 
 Layout (default ``channels=(32, 64, 192)``: 2,045,697 parameters; the shipped ``mnist-flow`` adds
-``extra_blocks=(0, 1)`` and ``mid_attention``: 2,408,321)::
+``extra_blocks=(1, 2)`` and ``mid_attention``: 2,692,481)::
 
     28x28 (32 ch)  conv_in ───────────────────────────── + ─ ResBlock ─ conv_out
     14x14 (64 ch)    └ down ─ ResBlock ─────────────── + ─ ResBlock ┘ up

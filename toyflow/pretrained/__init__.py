@@ -4,7 +4,9 @@
     model = pretrained.load("2d-8gaussians")     # a VelocityMLP, model(x, t) -> velocity
     pretrained.available()                       # names whose files ship with this install
 
-Each JSON config records the command that trained the weights ("command").
+Each JSON config records the command that trained the weights ("command") and, for weights made
+in several phases, the earlier ones in order ("earlier_commands"). ``mnist-flow`` is a flow-matching
+UNet fine-tuned by 20-step Euler distillation (``"objective"`` in its JSON; bench/RESULTS.md §3).
 """
 
 from __future__ import annotations
