@@ -20,7 +20,7 @@ import torch
 from toyflow import checkpoint
 from toyflow.data.mnist import load_mnist
 from toyflow.models import load_model
-from toyflow.train import TrainConfig, train_euler_distillation
+from toyflow.train import TrainConfig, command_history, train_euler_distillation
 
 
 def main() -> None:
@@ -42,10 +42,7 @@ def main() -> None:
 
     teacher = load_model(a.teacher, arch="unet").float()
     student = load_model(a.teacher, arch="unet").float()
-    _, teacher_config = checkpoint.load(a.teacher)
-    history = list(teacher_config.get("earlier_commands", []))
-    if "command" in teacher_config:
-        history.append(f"{teacher_config['command']}  (to step {teacher_config.get('step')})")
+    history = command_history(checkpoint.load(a.teacher)[1])
     digits = load_mnist("test", a.data_dir).images  # the teacher's own training digits (t10k)
     cfg = TrainConfig(steps=a.steps, batch_size=a.batch_size, lr=a.lr, warmup=50, ema_decay=a.ema_decay,
                       seed=a.seed, device="cpu", amp_cpu=True, reinit=False, checkpoint_every=a.checkpoint_every)

@@ -316,3 +316,28 @@ def test_euler_distillation_bad_input():
             train_euler_distillation(VelocityMLP(hidden=8), _GaussianField(), data, config=cfg, euler_steps=bad)
     with pytest.raises(ValueError, match="empty"):
         train_euler_distillation(VelocityMLP(hidden=8), _GaussianField(), torch.zeros(0, 2), config=cfg)
+    with pytest.raises(ValueError, match="t_sampling"):
+        train_euler_distillation(VelocityMLP(hidden=8), _GaussianField(), data,
+                                 config=TrainConfig(steps=1, progress=False, reinit=False, t_sampling="logit-normal-mix"))
+
+
+def test_euler_window_target_bad_input():
+    from toyflow.train import euler_window_target
+
+    x = torch.randn(4, 2)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):  # the window would start below t = 0
+        euler_window_target(_GaussianField(), x, torch.full((4,), 0.03), 0.05, 2)
+    with pytest.raises(ValueError, match="shape"):
+        euler_window_target(_GaussianField(), x, torch.full((3,), 0.5), 0.05, 2)
+    with pytest.raises(ValueError, match="substeps"):
+        euler_window_target(_GaussianField(), x, torch.full((4,), 0.5), 0.05, 0)
+
+
+def test_command_history_lists_every_phase_in_order():
+    from toyflow.train import command_history
+
+    assert command_history({}) == []
+    first = {"command": "toyflow train mnist --steps 10", "step": 10}
+    assert command_history(first) == ["toyflow train mnist --steps 10  (to step 10)"]
+    second = {"command": "python bench/distill_euler.py", "step": 5, "earlier_commands": command_history(first)}
+    assert command_history(second) == ["toyflow train mnist --steps 10  (to step 10)", "python bench/distill_euler.py  (to step 5)"]

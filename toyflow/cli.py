@@ -95,7 +95,7 @@ def _cmd_train_mnist(args) -> int:
     from toyflow import checkpoint
     from toyflow.data.mnist import load_mnist
     from toyflow.models.unet import UNet
-    from toyflow.train import CoupledPairs, train_flow
+    from toyflow.train import CoupledPairs, command_history, train_flow
 
     if args.pairs:  # reflow: the flow's own noise -> sample pairs instead of the digits
         if args.data_dir or args.download:
@@ -121,10 +121,7 @@ def _cmd_train_mnist(args) -> int:
         new = model.load_smaller(tensors, config.get("arch_config", {}))
         log.info("initialised from %s; %d new tensors start as the identity", args.init_from, len(new))
         # the weights' history: every command that made the starting point, then this one
-        history = list(config.get("earlier_commands", []))
-        if "command" in config:
-            history.append(f"{config['command']}  (to step {config.get('step')})")
-        extra.update(init_from=str(args.init_from), earlier_commands=history)
+        extra.update(init_from=str(args.init_from), earlier_commands=command_history(config))
         overrides["reinit"] = False
     res = train_flow(
         model, train_data, "linear", _train_config(args, t_sampling=args.t_sampling, **overrides),

@@ -43,6 +43,7 @@ __all__ = [
     "CoupledPairs",
     "make_reflow_pairs",
     "train_flow",
+    "command_history",
     "euler_window_target",
     "euler_distillation_loss",
     "train_euler_distillation",
@@ -415,11 +416,27 @@ def train_flow(
     return _fit(model, batch_loss, config, checkpoint_path=checkpoint_path, resume=resume, extra_config=extra, desc="flow matching")
 
 
+def command_history(config: dict) -> list[str]:
+    """Every command that made a checkpoint's weights, in order, from its JSON ``config``: its
+    ``earlier_commands``, then its ``command`` with the step it reached. A run that starts from these
+    weights (``--init-from``, a distillation teacher) records this list as its ``earlier_commands``."""
+    history = list(config.get("earlier_commands", []))
+    if "command" in config:
+        history.append(f"{config['command']}  (to step {config.get('step')})")
+    return history
+
+
 # ---- Euler distillation ---------------------------------------------------------------------------
 def euler_window_target(teacher: Callable[[Tensor, Tensor], Tensor], x: Tensor, t: Tensor, h: float, substeps: int) -> Tensor:
     """The teacher's average velocity over the Euler window [t - h, t]: (x - X_{t-h}) / h, where X is
     the teacher's ODE from (x, t) integrated down to t - h with ``substeps`` Euler steps (no gradient).
     x: (B, *shape), t: (B,) with t - h >= 0."""
+    if not (h > 0 and isinstance(substeps, int) and substeps >= 1):
+        raise ValueError(f"need a window h > 0 and substeps >= 1, got h={h!r}, substeps={substeps!r}")
+    if t.shape != x.shape[:1]:
+        raise ValueError(f"t must have shape (B,) = ({x.shape[0]},), got {tuple(t.shape)}")
+    if float(t.min()) - h < -1e-6 or float(t.max()) > 1 + 1e-6:
+        raise ValueError(f"the window [t - h, t] must lie in [0, 1]: t in [{float(t.min()):.4g}, {float(t.max()):.4g}], h={h}")
     dt = h / substeps
     y = x
     with torch.no_grad():
@@ -475,18 +492,24 @@ def train_euler_distillation(
     h = 1 / euler_steps, which differs from the instantaneous velocity by O(h). Samplers with that
     many steps gain (bench/RESULTS.md §3: the shipped MNIST flow); the score that the ODE -> SDE and
     linear -> VP conversions derive from the velocity is off by O(h) too, so check the SDE modes'
-    samples when you use it. ``config.reinit`` must be False (the student starts from trained weights).
-    One training step costs ``substeps`` teacher forward passes on top of the student's.
+    samples when you use it. ``config.reinit`` must be False (the student starts from trained weights);
+    the times are those of :func:`euler_distillation_loss`, so ``config.t_sampling`` must stay
+    "uniform" and ``config.t_min`` does not apply. The teacher is moved to the training device and put
+    in eval mode; it runs without gradients (under bf16 autocast when ``config`` enables it). One
+    training step costs ``substeps`` teacher forward passes on top of the student's.
     """
     schedule = get(schedule)
     if not (isinstance(euler_steps, int) and euler_steps >= 1 and isinstance(substeps, int) and substeps >= 1):
         raise ValueError(f"euler_steps and substeps must be positive integers, got {euler_steps!r} and {substeps!r}")
     if config.reinit:
         raise ValueError("Euler distillation fine-tunes trained weights; pass TrainConfig(reinit=False, ...)")
+    if config.t_sampling != "uniform":
+        raise ValueError(f"Euler distillation draws its own times (half on the {euler_steps}-step grid, half "
+                         f"U(h, 1)); t_sampling={config.t_sampling!r} would be ignored, leave it 'uniform'")
     if torch.is_tensor(data) and data.shape[0] == 0:
         raise ValueError("training data is empty")
     device = pick_device(config.device)
-    teacher = teacher.to(device).eval().requires_grad_(False)
+    teacher = teacher.to(device).eval()
     extra = {"schedule": schedule.name, "objective": f"euler-distillation (euler_steps={euler_steps}, substeps={substeps})",
              **(extra_config or {})}
 
