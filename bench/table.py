@@ -12,10 +12,10 @@ import argparse
 import csv
 from collections import defaultdict
 
-METHOD_ORDER = ("bon", "sop", "smc", "code", "svdd", "rbf", "rbf-official", "dps", "rbf+dps")
+METHOD_ORDER = ("bon", "sop", "smc", "code", "svdd", "rbf", "rbf-strict", "dps", "rbf+dps")
 MODE_ORDER = ("linear-ode", "linear-sde", "vp-sde")
 LABELS = {"bon": "BoN", "sop": "SoP", "smc": "SMC", "code": "CoDe", "svdd": "SVDD", "rbf": "RBF", "dps": "DPS",
-          "rbf+dps": "RBF+DPS", "rbf-official": "RBF (official code)"}
+          "rbf+dps": "RBF+DPS", "rbf-strict": "RBF (strict)"}
 
 
 def _num(v):

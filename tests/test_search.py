@@ -87,7 +87,10 @@ def test_ledger_every_method_mode_budget(gmm, method, mode):
             opts = search.SoPOptions()
             M = search.sop.branch_for(budget, STEPS, opts)
             assert bool((res.nfe == search.sop.cost(STEPS, opts, M)).all())
-        if method in ("rbf", "rbf+dps"):
+        if method in ("rbf", "rbf+dps"):  # the official code's initial batch, the whole budget spent
+            assert bool((res.nfe_per_step[:, 0] == max(1, budget // 20)).all()) and bool((res.nfe == budget).all())
+            assert bool((res.nfe_per_step[:, 1:] >= 1).all())
+        if method == "rbf-strict":
             assert bool((res.nfe_per_step[:, 0] == 1).all()) and bool((res.nfe_per_step[:, 1:] >= 1).all())
 
 
@@ -103,7 +106,10 @@ def test_minimum_budgets_documented():
     assert search.minimum_budget("bon", 10) == 10
     assert search.minimum_budget("svdd", 10) == 10
     assert search.minimum_budget("rbf", 10) == 10
+    assert search.minimum_budget("rbf-strict", 10) == 10
     assert search.minimum_budget("rbf", 10, initial_particles=5) == 14
+    # the default initial batch grows with the budget: 100 steps need 104 NFE (5 initial draws + 99)
+    assert search.minimum_budget("rbf", 100) == 104
     # SoP: N (s + 1) + N M ((f + 2)(K - 1 - s) + f + 1) with N = 2, s = 5, f = 1, M = 1
     assert search.minimum_budget("sop", 10) == 2 * 6 + 2 * (3 * 4 + 2)
 
@@ -122,7 +128,7 @@ def test_one_batched_model_call_per_tick(gmm):
 
     # strictly one candidate per active run and tick: every evaluation is charged
     model = Logged()
-    res = search.run("rbf", model, near_mu3, budget=60, steps=STEPS, runs=16, shape=(2,), generator=gen(3),
+    res = search.run("rbf-strict", model, near_mu3, budget=60, steps=STEPS, runs=16, shape=(2,), generator=gen(3),
                      proposals_per_tick=1)
     assert sum(model.sizes) == int(res.nfe.sum()) and int(res.discarded.sum()) == 0
     assert len(model.sizes) == 1 + int(res.nfe.max()) - 1
@@ -135,7 +141,7 @@ def test_one_batched_model_call_per_tick(gmm):
     from toyflow.search.rbf import CHUNK_MAX_ROWS
 
     model = Logged()
-    res = search.run("rbf", model, near_mu3, budget=60, steps=STEPS, runs=16, shape=(2,), generator=gen(3))
+    res = search.run("rbf-strict", model, near_mu3, budget=60, steps=STEPS, runs=16, shape=(2,), generator=gen(3))
     assert sum(model.sizes) == int(res.nfe.sum()) + int(res.discarded.sum())
     assert model.sizes[0] == 16 and max(model.sizes) <= CHUNK_MAX_ROWS * 16
     assert len(model.sizes) < strict_calls
@@ -223,6 +229,21 @@ def test_ode_mode_gives_candidates_no_diversity(gmm):
     assert torch.allclose(props, props[:, :1].expand_as(props))
 
 
+def test_rbf_default_spends_the_whole_budget_with_the_official_initial_batch(gmm):
+    """Default RBF = the official code: max(1, budget // 20) initial draws (25 at 500), nothing left unused."""
+    for mode in search.MODES:
+        for budget, n0 in ((10, 1), (50, 2), (500, 25), (1000, 50)):
+            res = search.run("rbf", gmm, near_mu3, mode=mode, budget=budget, steps=STEPS, runs=4, shape=(2,),
+                             generator=gen(1))
+            assert res.nfe.tolist() == [budget] * 4 and res.nfe_per_step[:, 0].tolist() == [n0] * 4
+    # rbf-strict, the paper's text: one initial draw; with a rising reward it stops early at every step
+    res = search.run("rbf-strict", gmm, Counter(lambda i: float(i)), budget=500, steps=STEPS, runs=2, shape=(2,),
+                     generator=gen())
+    assert res.nfe_per_step.tolist() == [[1] * STEPS] * 2
+    with pytest.raises(ValueError, match="cannot hold rbf's 5 initial draws and one draw per search step"):
+        search.run("rbf", gmm, near_mu3, budget=100, steps=100, shape=(2,), generator=gen())
+
+
 # ---------------------------------------------------------------------------------------------
 # RBF rollover on crafted rewards
 # ---------------------------------------------------------------------------------------------
@@ -231,7 +252,7 @@ B = 46  # steps = 6: one initial draw, 45 NFE over 5 search steps -> 9 each
 
 def test_rbf_never_improving_reward_spends_every_quota(gmm):
     for reward in (Counter(lambda i: 0.0), Counter(lambda i: -float(i))):
-        res = search.run("rbf", gmm, reward, budget=B, steps=STEPS, runs=3, shape=(2,), generator=gen(), record=True)
+        res = search.run("rbf-strict", gmm, reward, budget=B, steps=STEPS, runs=3, shape=(2,), generator=gen(), record=True)
         assert res.nfe_per_step.tolist() == [[1, 9, 9, 9, 9, 9]] * 3
         assert res.history.quota.tolist() == [[1, 9, 9, 9, 9, 9]] * 3
         for k in range(1, STEPS):  # the step's best is kept: exactly one accepted candidate
@@ -239,7 +260,7 @@ def test_rbf_never_improving_reward_spends_every_quota(gmm):
 
 
 def test_rbf_always_improving_reward_accepts_first_and_rolls_over(gmm):
-    res = search.run("rbf", gmm, Counter(lambda i: float(i)), budget=B, steps=STEPS, runs=3, shape=(2,),
+    res = search.run("rbf-strict", gmm, Counter(lambda i: float(i)), budget=B, steps=STEPS, runs=3, shape=(2,),
                      generator=gen(), record=True)
     assert res.nfe_per_step.tolist() == [[1, 1, 1, 1, 1, 1]] * 3
     # the quota grows by the leftover at every step: 9, 9 + 8, 9 + 16, ...
@@ -250,7 +271,7 @@ def test_rbf_always_improving_reward_accepts_first_and_rolls_over(gmm):
 
 def test_rbf_every_third_candidate_improves(gmm):
     # calls: 0 = initial draw, then one call per tick; value (call // 3) rises at every third tick
-    res = search.run("rbf", gmm, Counter(lambda i: float(i // 3)), budget=B, steps=STEPS, runs=2, shape=(2,),
+    res = search.run("rbf-strict", gmm, Counter(lambda i: float(i // 3)), budget=B, steps=STEPS, runs=2, shape=(2,),
                      generator=gen(), record=True, proposals_per_tick=1)
     assert res.nfe_per_step.tolist() == [[1, 3, 3, 3, 3, 3]] * 2
     assert res.history.quota.tolist() == [[1, 9, 15, 21, 27, 33]] * 2
@@ -259,16 +280,16 @@ def test_rbf_every_third_candidate_improves(gmm):
 
 
 def test_rbf_spend_rest_at_last_step(gmm):
-    """Official-code deviation: the last search step draws all that is left and keeps the best."""
+    """The default (official code): the last search step draws all that is left and keeps the best."""
     res = search.run("rbf", gmm, Counter(lambda i: float(i)), budget=B, steps=STEPS, runs=3, shape=(2,),
-                     generator=gen(), spend_rest_at_last_step=True, record=True, proposals_per_tick=1)
+                     generator=gen(), initial_particles=1, record=True, proposals_per_tick=1)
     assert res.nfe_per_step.tolist() == [[1, 1, 1, 1, 1, B - 5]] * 3
     assert bool((res.nfe == B).all())
     last = res.history.accepted[STEPS - 1]
     assert last.sum(1).tolist() == [1, 1, 1] and bool(last[:, -1].all())  # the best = the last (rising reward)
     # in chunks of 4: the same ledger; 3 unread draws at each of the 4 early-accepting steps
     res = search.run("rbf", gmm, Counter(lambda i: float(i)), budget=B, steps=STEPS, runs=3, shape=(2,),
-                     generator=gen(), spend_rest_at_last_step=True, proposals_per_tick=4)
+                     generator=gen(), initial_particles=1, proposals_per_tick=4)
     assert res.nfe_per_step.tolist() == [[1, 1, 1, 1, 1, B - 5]] * 3
     assert res.discarded.tolist() == [12] * 3
 
@@ -284,7 +305,7 @@ def test_rbf_initial_particles_keeps_the_best_draw(gmm):
     assert torch.equal(h.accepted[0], torch.nn.functional.one_hot(r0.argmax(1), 8).bool())
     assert torch.allclose(h.rewards[:, 0, 0], r0.max(1).values)
     # with a rising reward: 8 initial, then one candidate per step
-    res = search.run("rbf", gmm, Counter(lambda i: float(i)), budget=60, steps=STEPS, runs=2, shape=(2,),
+    res = search.run("rbf-strict", gmm, Counter(lambda i: float(i)), budget=60, steps=STEPS, runs=2, shape=(2,),
                      generator=gen(), initial_particles=8)
     assert res.nfe_per_step.tolist() == [[8, 1, 1, 1, 1, 1]] * 2
 
@@ -292,11 +313,11 @@ def test_rbf_initial_particles_keeps_the_best_draw(gmm):
 def test_rbf_chunked_proposals_charge_only_what_the_algorithm_draws(gmm):
     """Chunks of 4 draws per tick: the ledger and the quotas are those of one-at-a-time drawing."""
     kw = dict(budget=B, steps=STEPS, runs=3, shape=(2,), generator=gen(), record=True, proposals_per_tick=4)
-    res = search.run("rbf", gmm, Counter(lambda i: 0.0), **kw)  # never improves: chunks 4 + 4 + 1 per step
+    res = search.run("rbf-strict", gmm, Counter(lambda i: 0.0), **kw)  # never improves: chunks 4 + 4 + 1 per step
     assert res.nfe_per_step.tolist() == [[1, 9, 9, 9, 9, 9]] * 3
     assert res.discarded.tolist() == [0, 0, 0]
     assert res.history.proposal_mask[1].sum(1).tolist() == [9, 9, 9]
-    res = search.run("rbf", gmm, Counter(lambda i: float(i)), **kw)  # the first draw of every chunk improves
+    res = search.run("rbf-strict", gmm, Counter(lambda i: float(i)), **kw)  # the first draw of every chunk improves
     assert res.nfe_per_step.tolist() == [[1, 1, 1, 1, 1, 1]] * 3
     assert res.history.quota.tolist() == [[1, 9, 17, 25, 33, 41]] * 3
     assert res.discarded.tolist() == [3 * (STEPS - 1)] * 3  # 3 unread draws per search step
@@ -317,7 +338,7 @@ def test_rbf_chunk_accepts_the_first_improving_draw_in_order(gmm):
                 return torch.zeros(x0.shape[0])
             return torch.tensor([0.0, 1.0, 5.0, 9.0]).repeat(x0.shape[0] // 4)
 
-    res = search.run("rbf", gmm, RowReward(), budget=B, steps=2, runs=2, shape=(2,), generator=gen(),
+    res = search.run("rbf-strict", gmm, RowReward(), budget=B, steps=2, runs=2, shape=(2,), generator=gen(),
                      proposals_per_tick=4, record=True)
     assert res.nfe_per_step.tolist() == [[1, 2]] * 2  # draws 0 and 1 charged, 1 accepted
     assert res.discarded.tolist() == [2, 2]
@@ -327,24 +348,27 @@ def test_rbf_chunk_accepts_the_first_improving_draw_in_order(gmm):
 
 @pytest.mark.slow
 def test_rbf_chunked_and_one_at_a_time_agree_in_distribution(gmm):
-    """Same algorithm, other random stream: mean reward and mean NFE agree within 4 standard errors."""
+    """Same algorithm, other random stream: mean reward and mean NFE agree within 4 standard errors
+    (rbf-strict, whose NFE varies; the default spends exactly its budget)."""
     kw = dict(mode="vp-sde", budget=40, steps=STEPS, runs=3000, shape=(2,))
-    one = search.run("rbf", gmm, near_mu3, generator=gen(5), proposals_per_tick=1, **kw)
-    many = search.run("rbf", gmm, near_mu3, generator=gen(6), proposals_per_tick=8, **kw)
+    one = search.run("rbf-strict", gmm, near_mu3, generator=gen(5), proposals_per_tick=1, **kw)
+    many = search.run("rbf-strict", gmm, near_mu3, generator=gen(6), proposals_per_tick=8, **kw)
     assert int(one.discarded.sum()) == 0 and int(many.discarded.sum()) > 0
     for a, b in ((one.rewards, many.rewards), (one.nfe.double(), many.nfe.double())):
         se = ((a.var() + b.var()) / a.shape[0]).sqrt()
         assert abs(float(a.mean() - b.mean())) < 4 * float(se), (float(a.mean()), float(b.mean()), float(se))
 
 
-def test_rbf_linear_ode_shortcut_equals_the_literal_path(gmm):
-    """linear-ode: coinciding candidates are evaluated once; recording takes the literal path. Same result."""
+def test_rbf_linear_ode_record_does_not_change_the_result(gmm):
+    """linear-ode: coinciding candidates are evaluated once, recorded or not; the history holds every charged copy."""
     kw = dict(mode="linear-ode", budget=50, steps=STEPS, runs=8, shape=(2,))
     fast = search.run("rbf", gmm, near_mu3, generator=gen(7), initial_particles=4, **kw)
     slow = search.run("rbf", gmm, near_mu3, generator=gen(7), initial_particles=4, record=True, **kw)
     assert torch.equal(fast.samples, slow.samples) and torch.equal(fast.rewards, slow.rewards)
     assert torch.equal(fast.nfe_per_step, slow.nfe_per_step)
     assert torch.equal(slow.history.nfe, slow.nfe_per_step)
+    drawn = torch.stack([m.sum(1) for m in slow.history.proposal_mask[1:STEPS]], 1)  # (R, K - 1) recorded draws
+    assert torch.equal(drawn.long(), slow.nfe_per_step[:, 1:])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -384,17 +408,17 @@ def test_custom_allocation_with_svdd_and_rbf(gmm):
     kw = dict(budget=B, steps=STEPS, runs=3, shape=(2,), generator=gen())
     res = search.run("svdd", gmm, near_mu3, allocation=FrontLoaded(), **kw)
     assert res.nfe_per_step.tolist() == [[1, 22, 5, 5, 5, 5]] * 3
-    res = search.run("rbf", gmm, Counter(lambda i: 0.0), allocation=FrontLoaded(), **kw)
+    res = search.run("rbf-strict", gmm, Counter(lambda i: 0.0), allocation=FrontLoaded(), **kw)
     assert res.nfe_per_step.tolist() == [[1, 22, 5, 5, 5, 5]] * 3
-    res = search.run("rbf", gmm, Counter(lambda i: 0.0), allocation=search.Rollover(FrontLoaded()), **kw)
+    res = search.run("rbf-strict", gmm, Counter(lambda i: 0.0), allocation=search.Rollover(FrontLoaded()), **kw)
     assert res.nfe_per_step.tolist() == [[1, 22, 5, 5, 5, 5]] * 3
     # no rollover: leftovers are lost; with Rollover(FrontLoaded) they carry over
     # (rewards that count calls: one draw per call, proposals_per_tick=1)
-    res = search.run("rbf", gmm, Counter(lambda i: float(i // 2)), allocation=FrontLoaded(), record=True,
+    res = search.run("rbf-strict", gmm, Counter(lambda i: float(i // 2)), allocation=FrontLoaded(), record=True,
                      proposals_per_tick=1, **kw)
     assert res.nfe_per_step.tolist() == [[1, 2, 2, 2, 2, 2]] * 3
     assert res.history.quota.tolist() == [[1, 22, 5, 5, 5, 5]] * 3
-    res = search.run("rbf", gmm, Counter(lambda i: float(i // 2)), allocation=search.Rollover(FrontLoaded()),
+    res = search.run("rbf-strict", gmm, Counter(lambda i: float(i // 2)), allocation=search.Rollover(FrontLoaded()),
                      record=True, proposals_per_tick=1, **kw)
     assert res.history.quota.tolist() == [[1, 22, 25, 28, 31, 34]] * 3
 

@@ -22,7 +22,7 @@ from conftest import eight_gaussians
 from toyflow import dynamics, metrics, rewards, search, viz
 from toyflow.models import GaussianMixtureFlow
 
-METHODS = ("bon", "sop", "smc", "svdd", "code", "rbf", "dps", "rbf+dps")
+METHODS = ("bon", "sop", "smc", "svdd", "code", "rbf", "rbf-strict", "dps", "rbf+dps")
 
 
 def same_color(a, b) -> bool:
@@ -78,7 +78,7 @@ def results(task):
 def test_colors_labels_styles_cover_everything_and_are_read_only():
     assert set(viz.METHOD_COLORS) == set(METHODS) | {"base"}
     assert len(set(viz.METHOD_COLORS.values())) == len(viz.METHOD_COLORS)  # one colour per method
-    assert [viz.METHOD_LABELS[m] for m in METHODS] == ["BoN", "SoP", "SMC", "SVDD", "CoDe", "RBF", "DPS", "RBF+DPS"]
+    assert [viz.METHOD_LABELS[m] for m in METHODS] == ["BoN", "SoP", "SMC", "SVDD", "CoDe", "RBF", "RBF (strict)", "DPS", "RBF+DPS"]
     assert set(viz.MODE_STYLES) == set(search.MODES) == set(viz.MODE_LABELS)
     assert len({s["linestyle"] for s in viz.MODE_STYLES.values()}) == 3
     assert len({s["marker"] for s in viz.MODE_STYLES.values()}) == 3

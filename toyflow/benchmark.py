@@ -4,7 +4,8 @@
     toyflow bench search --task rare-mode --methods bon smc svdd code rbf --modes linear-ode vp-sde \\
         --budgets 50 100 200 --runs 64 --out results.csv --plot scaling.png [--shard 0/4]
 
-Columns: task, model, method, mode, budget, steps, runs, status, reward_mean, reward_se, realism,
+Columns: task (``rare-mode-x8`` for ``--scale 8``), scale, model, method, mode, budget, steps,
+time_grid, diffusion_path, runs, status, reward_mean, reward_se, realism,
 diversity, nfe_mean, nfe_max, wall_time_s, wall_per_run_s, and for MNIST tasks accuracy (held-out
 evaluator, target class), fid (evaluator features vs held-out real digits; empty when no real
 digits are found), feature_diversity, options (the method options given with ``--option``, e.g.
@@ -23,7 +24,6 @@ import math
 import os
 import time
 import zlib
-from types import MappingProxyType
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
@@ -40,13 +40,12 @@ log = logging.getLogger(__name__)
 
 TASKS_2D = ("rare-mode", "counting", "aesthetic")
 TASKS_MNIST = ("mnist-digit", "mnist-ink", "mnist-thick")
-# named variants of a method: (method, options); "rbf-official" is RBF with the official code's two
-# deviations from the paper (an initial batch of 25 noises, everything left spent at the last step)
-METHOD_VARIANTS = MappingProxyType({
-    "rbf-official": ("rbf", {"initial_particles": 25, "spend_rest_at_last_step": True}),
-})
+# velocity models of the 2D tasks: the exact mixture (x0_hat = posterior mean), the shipped MLP trained on
+# it, the exact flow-map oracle (x0_hat = the ODE's endpoint) and the shipped MLP distilled from it
+MODELS_2D = ("oracle", "mlp", "flowmap", "flowmap-mlp")
 COLUMNS = (
-    "task", "model", "method", "mode", "budget", "steps", "time_grid", "runs", "status", "reward_mean", "reward_se",
+    "task", "scale", "model", "method", "mode", "budget", "steps", "time_grid", "diffusion_path", "runs", "status",
+    "reward_mean", "reward_se",
     "realism", "diversity", "nfe_mean", "nfe_max", "discarded_mean", "wall_time_s", "wall_per_run_s", "accuracy", "fid",
     "feature_diversity", "options",
 )
@@ -64,24 +63,44 @@ class Task:
     evaluate: Callable[[torch.Tensor], dict]  # samples (runs, *shape) -> extra metric columns
 
 
-def make_task(name: str, model: str = "oracle", *, digit: int = 7, data_dir: Optional[str] = None) -> Task:
-    """Build a task. 2D tasks take model 'oracle' (exact Gaussian-mixture flow) or 'mlp' (shipped MLP)."""
+def task_label(name: str, scale: float = 1.0) -> str:
+    """The task's name in tables: "rare-mode", or "rare-mode-x8" for ``scale=8``."""
+    return name if scale == 1 else f"{name}-x{scale:g}"
+
+
+def make_task(name: str, model: str = "oracle", *, digit: int = 7, data_dir: Optional[str] = None,
+              scale: float = 1.0) -> Task:
+    """Build a task. 2D tasks (``rewards.task(name, scale=scale)``) take model 'oracle' (exact mixture flow,
+    x0_hat the posterior mean), 'mlp' (shipped MLP, scale 1), 'flowmap' (``models.FlowMapOracle``: x0_hat
+    the exact ODE flow map) or 'flowmap-mlp' (shipped MLP distilled from it, scale 8)."""
     from toyflow import metrics, pretrained, rewards
 
     if name in TASKS_2D:
-        gmm, reward = rewards.task(name)
+        gmm, reward = rewards.task(name, scale=scale)
+        label = task_label(name, scale)
         if model == "oracle":
             flow = gmm
-        elif model == "mlp":
-            flow = pretrained.load(f"2d-{name}")
+        elif model == "flowmap":
+            from toyflow.models import FlowMapOracle
+
+            flow = FlowMapOracle(gmm)
+        elif model in ("mlp", "flowmap-mlp"):
+            shipped = f"2d-{label}" + ("-flowmap" if model == "flowmap-mlp" else "")
+            if shipped not in pretrained.MODELS:
+                have = [m for m in pretrained.MODELS if m.startswith(f"2d-{name}")]
+                raise ValueError(f"no shipped {model!r} model for task {label!r} (shipped for this task: "
+                                 f"{', '.join(have)}); use model 'oracle' or 'flowmap', or train one")
+            flow = pretrained.load(shipped)
         else:
-            raise ValueError(f"model for 2D tasks is 'oracle' or 'mlp', got {model!r}")
+            raise ValueError(f"model for 2D tasks is one of {', '.join(MODELS_2D)}, got {model!r}")
 
         def evaluate(x):
             return {"realism": metrics.realism(x, gmm), "diversity": metrics.diversity(x)}
 
-        return Task(name, model, flow, reward, (2,), evaluate)
+        return Task(label, model, flow, reward, (2,), evaluate)
     if name in TASKS_MNIST:
+        if scale != 1:
+            raise ValueError(f"scale applies to the 2D tasks only, got scale={scale} for {name!r}")
         if model not in ("unet", "mlp", "oracle"):
             raise ValueError(f"MNIST tasks use the shipped UNet (model 'unet'), got {model!r}")
         flow = pretrained.load("mnist-flow")
@@ -126,19 +145,25 @@ def cell_seed(*coords) -> int:
 
 
 def run_cell(task: Task, method: str, mode: str, budget: int, *, steps: int = 10, runs: int = 64,
-             seed: int = 0, time_grid: str = "uniform", options: Optional[dict] = None) -> dict:
-    """Run one grid cell and return its CSV row (status 'ok' or the reason it could not run)."""
+             seed: int = 0, time_grid: str = "uniform", diffusion_path: Optional[str] = None,
+             options: Optional[dict] = None, scale: float = 1.0) -> dict:
+    """Run one grid cell and return its CSV row (status 'ok' or the reason it could not run).
+
+    ``diffusion_path``: the path in whose time g is given (None: the sampling path's own, see
+    ``SamplerOptions.diffusion_path``). The cell's seed depends on its coordinates only."""
     from toyflow import search
 
-    row = {"task": task.name, "model": task.model_name, "method": method, "mode": mode, "budget": budget,
-           "steps": steps, "time_grid": time_grid, "runs": runs,
+    row = {"task": task.name, "scale": scale, "model": task.model_name, "method": method, "mode": mode,
+           "budget": budget, "steps": steps, "time_grid": time_grid, "diffusion_path": diffusion_path or "", "runs": runs,
            "options": " ".join(f"{k}={v!r}" for k, v in sorted((options or {}).items()))}
     g = torch.Generator().manual_seed(seed + cell_seed(task.name, task.model_name, method, mode, budget, steps))
-    base_method, variant_options = METHOD_VARIANTS.get(method, (method, {}))
+    sampler = {"time_grid": time_grid}
+    if diffusion_path is not None:
+        sampler["diffusion_path"] = diffusion_path
     t0 = time.perf_counter()
     try:
-        res = search.run(base_method, task.model, task.reward, mode=mode, budget=budget, steps=steps, runs=runs,
-                         shape=task.shape, generator=g, time_grid=time_grid, **{**variant_options, **(options or {})})
+        res = search.run(method, task.model, task.reward, mode=mode, budget=budget, steps=steps, runs=runs,
+                         shape=task.shape, generator=g, **sampler, **(options or {}))
     except (ValueError, TypeError) as e:  # budget too small, DPS on a non-differentiable reward, ...
         row["status"] = f"skipped: {str(e).splitlines()[0]}"
         return row
@@ -209,7 +234,8 @@ def run_grid(tasks: Sequence[str], methods: Sequence[str], modes: Sequence[str],
              models: Sequence[str] = ("oracle",), runs: int = 64, steps: int = 10, seed: int = 0,
              shard: tuple[int, int] = (0, 1), out: Optional[Path] = None, digits: Sequence[int] = (7,),
              data_dir: Optional[str] = None, time_grid: str = "uniform", progress: bool = True,
-             method_options: Optional[dict] = None) -> list[dict]:
+             method_options: Optional[dict] = None, scale: float = 1.0,
+             diffusion_path: Optional[str] = None) -> list[dict]:
     """Run the grid (this shard of it); rows are written to ``out`` (atomically) after every cell.
 
     ``method_options``: {method name: {option: value}} passed to ``search.run`` for that method
@@ -217,9 +243,12 @@ def run_grid(tasks: Sequence[str], methods: Sequence[str], modes: Sequence[str],
     """
     from toyflow import search
 
-    unknown = [m for m in methods if m not in search.METHODS and m not in METHOD_VARIANTS]
+    unknown = [m for m in methods if m not in search.METHODS]
     if unknown:
-        raise ValueError(f"unknown methods {unknown}; choose from {', '.join(tuple(search.METHODS) + tuple(METHOD_VARIANTS))}")
+        raise ValueError(f"unknown methods {unknown}; choose from {', '.join(search.METHODS)}")
+    from toyflow.rewards import check_scale
+
+    scale = check_scale(scale)
     method_options = dict(method_options or {})
     stray = [m for m in method_options if m not in methods]
     if stray:
@@ -227,9 +256,8 @@ def run_grid(tasks: Sequence[str], methods: Sequence[str], modes: Sequence[str],
     from toyflow.search.options import build_options
 
     for method, opts in method_options.items():  # unknown keys / bad values fail here, not as skipped cells
-        base_method, variant = METHOD_VARIANTS.get(method, (method, {}))
         try:
-            build_options(base_method, {**variant, **opts})
+            build_options(method, opts)
         except TypeError as e:
             raise ValueError(f"options of {method}: {e}") from None
     bad_modes = [m for m in modes if m not in search.MODES]
@@ -250,9 +278,10 @@ def run_grid(tasks: Sequence[str], methods: Sequence[str], modes: Sequence[str],
     for task_name, model, digit, method, mode, budget in tqdm(cells, desc="bench search", disable=not progress):
         key = (task_name, model, digit)
         if key not in built:
-            built[key] = make_task(task_name, model, digit=digit if digit is not None else 7, data_dir=data_dir)
+            built[key] = make_task(task_name, model, digit=digit if digit is not None else 7, data_dir=data_dir,
+                                   scale=scale)
         rows.append(run_cell(built[key], method, mode, budget, steps=steps, runs=runs, seed=seed, time_grid=time_grid,
-                             options=method_options.get(method)))
+                             diffusion_path=diffusion_path, options=method_options.get(method), scale=scale))
         if out is not None:
             write_csv(out, rows)
     return rows
@@ -262,13 +291,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", nargs="+", default=["rare-mode"],
                    help=f"tasks: {', '.join(TASKS_2D + TASKS_MNIST)} (default rare-mode)")
     p.add_argument("--models", nargs="+", default=["oracle"],
-                   help="2D: oracle (exact mixture flow) and/or mlp (shipped MLP); MNIST tasks use the shipped UNet")
+                   help="2D: oracle (exact mixture flow, x0_hat = posterior mean), mlp (shipped MLP, scale 1), flowmap "
+                        "(exact flow-map oracle, x0_hat = the ODE endpoint), flowmap-mlp (shipped distilled MLP, scale 8); "
+                        "MNIST tasks use the shipped UNet (default oracle)")
+    p.add_argument("--scale", type=float, default=1.0,
+                   help="2D tasks: multiply the data and the reward's length scales by this, noise unchanged; 8 puts "
+                        "the decision at high noise, the paper's regime (default 1)")
+    p.add_argument("--diffusion-path", default=None, choices=("linear", "vp"),
+                   help="give g in this path's time, transported to the sampling path at equal noise levels "
+                        "(default: the sampling path's own time)")
     p.add_argument("--methods", nargs="+", default=["bon", "sop", "smc", "code", "svdd", "rbf"])
     p.add_argument("--modes", nargs="+", default=["linear-ode", "linear-sde", "vp-sde"])
     p.add_argument("--budgets", nargs="+", type=int, default=[50, 100, 200, 500, 1000])
     p.add_argument("--runs", type=int, default=64, help="independent runs per cell (default 64)")
     p.add_argument("--steps", type=int, default=10, help="denoising steps (default 10)")
-    p.add_argument("--time-grid", default="uniform", help="uniform (default), exp (the paper's) or linear-snr")
+    p.add_argument("--time-grid", default="uniform",
+                   help="uniform (default), exp (the paper's), linear-snr or vp-snr (the noise levels of the Linear / "
+                        "VP uniform grid)")
     p.add_argument("--digits", nargs="+", type=int, default=[7], help="target digits of mnist-digit / mnist-thick")
     p.add_argument("--data-dir", default=None, help="MNIST IDX folder for FID (default $TOYFLOW_DATA)")
     p.add_argument("--seed", type=int, default=0)
@@ -302,7 +341,8 @@ def main(args: argparse.Namespace) -> int:
     rows = run_grid(args.task, args.methods, args.modes, args.budgets, models=args.models, runs=args.runs,
                     steps=args.steps, seed=args.seed, shard=parse_shard(args.shard), out=out,
                     digits=args.digits, data_dir=args.data_dir, time_grid=args.time_grid,
-                    method_options=parse_method_options(args.option))
+                    method_options=parse_method_options(args.option), scale=args.scale,
+                    diffusion_path=args.diffusion_path)
     print(f"wrote {len(rows)} rows to {out}")
     if args.plot:
         import matplotlib

@@ -22,7 +22,7 @@ from typing import Callable, Optional, Union
 import torch
 from torch import Tensor
 
-from toyflow.interpolants import Interpolant, check_time, get
+from toyflow.interpolants import VP, Interpolant, check_time, get
 
 __all__ = [
     "x0_from_velocity",
@@ -31,6 +31,12 @@ __all__ = [
     "velocity_from_x0",
     "diffusion_schedule",
     "DIFFUSIONS",
+    "ddpm_diffusion_squared",
+    "eta_ratio",
+    "noise_level",
+    "transport_diffusion",
+    "check_diffusion_path",
+    "DIFFUSION_PATHS",
     "time_grid",
     "TIME_GRIDS",
     "check_velocity",
@@ -47,7 +53,7 @@ VelocityModel = Callable[[Tensor, Tensor], Tensor]
 Diffusion = Union[str, Callable[[Tensor], Tensor]]
 
 DIFFUSIONS = ("square", "constant", "linear", "sigma", "zero")
-TIME_GRIDS = ("uniform", "exp", "linear-snr")
+TIME_GRIDS = ("uniform", "exp", "linear-snr", "vp-snr")
 
 
 def _expand(c: Tensor, x: Tensor) -> Tensor:
@@ -154,15 +160,179 @@ def diffusion_schedule(
     return lambda t: eta * sched(t).sigma
 
 
+# --------------------------------------------------------------------------------------------
+# Diffusion in the time of another path: the eta ratio g^2 / g^2_DDPM at matched noise levels
+# --------------------------------------------------------------------------------------------
+def _sigma_d_sigma(schedule: Interpolant, t: Tensor, c) -> Tensor:
+    """sigma_t * d_sigma_t, with its t -> 0+ limit where sigma = 0 and d_sigma is infinite (VP at t = 0:
+    sigma sigma' -> beta_min / 2), read off at t = sqrt(tiny) (exact to round-off for the built-in paths)."""
+    prod = c.sigma * c.d_sigma
+    bad = ~torch.isfinite(prod)
+    if bool(bad.any()):
+        eps = torch.full_like(t, torch.finfo(t.dtype).tiny ** 0.5)
+        ce = schedule(torch.where(bad, eps, t))
+        prod = torch.where(bad, ce.sigma * ce.d_sigma, prod)
+    return prod
+
+
+def ddpm_diffusion_squared(schedule: Union[str, Interpolant], t: Union[Tensor, float]) -> Tensor:
+    """g^2_DDPM(t) = 2 sigma_t^2 d/dt log(sigma_t / alpha_t) = 2 sigma (alpha sigma' - sigma alpha') / alpha.
+
+    The diffusion of the reverse-time (ancestral, DDPM) SDE of the path: the member of the
+    marginal-preserving family whose forward SDE is the path's own noising process
+    (Linear: 2t / (1 - t); VP: beta(t) = beta_min + t (beta_max - beta_min)). It is ``inf`` where
+    alpha = 0 (Linear t = 1) and takes its t -> 0+ limit where sigma = 0: 0 for Linear, Cosine and
+    Polynomial, beta_min for VP. Returns a tensor shaped like ``t``.
+    """
+    schedule = get(schedule)
+    t = torch.as_tensor(t, dtype=torch.get_default_dtype()) if not torch.is_tensor(t) else t
+    c = schedule(t)
+    ss = _sigma_d_sigma(schedule, t, c)
+    alpha = c.alpha
+    safe_alpha = torch.where(alpha > 0, alpha, torch.ones_like(alpha))
+    g2 = 2 * ss - 2 * c.sigma**2 * c.d_alpha / safe_alpha
+    return torch.where(alpha > 0, g2, torch.full_like(g2, math.inf))
+
+
+def eta_ratio(schedule: Union[str, Interpolant], g: Callable[[Tensor], Tensor], t: Union[Tensor, float]) -> Tensor:
+    """eta ratio g(t)^2 / g^2_DDPM(t): 0 is the ODE, 1 the ancestral (DDPM) SDE of ``schedule``.
+
+    A DDIM-eta-like measure of stochasticity that does not depend on the path: the scale-time
+    transform between two paths maps both g^2 and g^2_DDPM by the same factor s^2 dt/dr, so the
+    ratio of a process is the same in every path at the same noise level (see :func:`noise_level`).
+    Conventions at the ends: 0 wherever g = 0, and for any finite g at alpha = 0 (where g^2_DDPM is
+    infinite); ``inf`` where g > 0 and g^2_DDPM = 0 (e.g. a constant g at Linear t = 0). ``g``: a callable g(t),
+    e.g. ``diffusion_schedule("square", 3.0)``; Linear with g = 3t^2 gives 4.5 t^3 (1 - t).
+    """
+    schedule = get(schedule)
+    t = torch.as_tensor(t, dtype=torch.get_default_dtype()) if not torch.is_tensor(t) else t
+    gt = g(t)
+    gt = torch.as_tensor(gt, dtype=t.dtype, device=t.device).broadcast_to(t.shape)
+    g2, d = gt**2, ddpm_diffusion_squared(schedule, t)
+    ratio = g2 / torch.where(d > 0, d, torch.ones_like(d))
+    ratio = torch.where(d > 0, ratio, torch.full_like(ratio, math.inf))
+    return torch.where(g2 == 0, torch.zeros_like(ratio), ratio)
+
+
+def noise_level(schedule: Union[str, Interpolant], t: Union[Tensor, float]) -> Tensor:
+    """The Linear-path time with the same alpha / sigma as ``schedule`` at t: t_lin = sigma / (alpha + sigma).
+
+    (Linear: t itself; VP: r = 1, .9, ..., .4 -> .993, .983, .962, .922, .859, .773, .670.)
+    """
+    schedule = get(schedule)
+    t = torch.as_tensor(t, dtype=torch.get_default_dtype()) if not torch.is_tensor(t) else t
+    c = schedule(t)
+    return c.sigma / (c.alpha + c.sigma)
+
+
+def _same_path(a: Interpolant, b: Interpolant) -> bool:
+    return type(a) is type(b) and repr(a) == repr(b)
+
+
+def _check_snr_inverse(path: Interpolant, role: str) -> None:
+    try:
+        path.snr_inverse(torch.ones(1, dtype=torch.float64))
+    except NotImplementedError:
+        raise ValueError(
+            f"{role} path {path!r} cannot invert its signal-to-noise ratio (snr_inverse is not implemented), "
+            "which is needed to find its time at a given noise level; implement "
+            f"{type(path).__name__}.snr_inverse(rho) (solve alpha_t / sigma_t = rho for t), or use a built-in path "
+            "('linear', 'vp', 'cosine', 'polynomial-N')"
+        ) from None
+
+
+DIFFUSION_PATHS = ("linear", "vp")
+
+
+def check_diffusion_path(path) -> Optional[Interpolant]:
+    """Validate a ``diffusion_path``: None (g in the sampling path's own time), "linear", "vp" or an
+    :class:`~toyflow.interpolants.Interpolant`; returns None or the interpolant, else a ValueError."""
+    if path is None or isinstance(path, Interpolant):
+        return path
+    if isinstance(path, str) and path.lower() in DIFFUSION_PATHS:
+        return get(path.lower())
+    raise ValueError(
+        f"unknown diffusion_path {path!r}; use None (g in the sampling path's own time), "
+        f"{', '.join(map(repr, DIFFUSION_PATHS))} or an Interpolant instance"
+    )
+
+
+def transport_diffusion(
+    g: Callable[[Tensor], Tensor], source: Union[str, Interpolant], target: Union[str, Interpolant]
+) -> Callable[[Tensor], Tensor]:
+    """Move a diffusion g, given in the time of path ``source``, to path ``target`` at equal noise level.
+
+    Returns g_target(t) = sqrt(eta_ratio(source, g, t_src) * g^2_DDPM_target(t)) with
+    t_src = source.snr_inverse(alpha_t / sigma_t) (target's alpha, sigma; clamped to [0, 1]), so
+    ``eta_ratio(target, g_target, t) == eta_ratio(source, g, t_src)``. On the noise range both paths
+    share this is exactly the scale-time image of the source SDE (g_target^2 = s^2 (dt_src/dt) g^2):
+    the same process as the source path's SDE, written in the target path's time.
+
+    Beyond the source path's noise range t_src is clamped, so the ratio is held at the source's end
+    value: VP's r = 1 has alpha = 0.0066, so Linear times noisier than t_lin = 0.9935 get the ratio of
+    VP at r = 1 (0.45 for 3 r^2). At Linear t = 1 (alpha = 0) g^2_DDPM is infinite, so a positive
+    ratio there would need an infinite g: g_target raises a ValueError instead of returning inf or NaN
+    (start the grid below t = 1, e.g. ``time_grid("vp-snr", ...)``, which starts at t = 0.9935).
+    Where the ratio is 0 (g = 0), g_target is 0. Same source and target: ``g`` is returned as is.
+    """
+    source, target = get(source), get(target)
+    if not callable(g):
+        raise TypeError(f"g must be a callable g(t), e.g. diffusion_schedule('square', 3.0); got {type(g).__name__}")
+    if _same_path(source, target):
+        return g
+    _check_snr_inverse(source, "the source (diffusion)")
+
+    def g_target(t: Tensor) -> Tensor:
+        t = torch.as_tensor(t, dtype=torch.get_default_dtype()) if not torch.is_tensor(t) else t
+        c = target(t)
+        with torch.no_grad():
+            rho = c.alpha / c.sigma  # sigma = 0 -> inf -> t_src = 0; alpha = 0 -> 0 -> the source's noisiest time
+            t_src = source.snr_inverse(rho).clamp(0.0, 1.0)
+        ratio = eta_ratio(source, g, t_src)
+        d = ddpm_diffusion_squared(target, t)
+        g2 = torch.where(ratio == 0, torch.zeros_like(ratio), ratio * d)
+        bad = ~torch.isfinite(g2)
+        if bool(bad.any()):
+            i = int(bad.nonzero()[0, 0]) if bad.dim() else 0
+            tb, rb, db = float(t.reshape(-1)[i]), float(ratio.reshape(-1)[i]), float(d.reshape(-1)[i])
+            raise ValueError(
+                f"the diffusion transported from {source!r} to {target!r} is not finite at t = {tb:.4g} "
+                f"(eta ratio {rb:.3g}, g^2_DDPM of the target {db:.3g})"
+                + ("; alpha_t = 0 there (pure noise), where the DDPM diffusion is infinite, so a positive eta ratio "
+                   "needs an infinite g: start the time grid below t = 1, e.g. time_grid='vp-snr' (the VP uniform "
+                   "grid's noise levels; 0.9935 on the Linear path)" if math.isinf(db) else "")
+            )
+        return torch.sqrt(g2)
+
+    g_target.source, g_target.target, g_target.g = source, target, g  # for inspection
+    return g_target
+
+
 def time_grid(
     kind: str = "uniform", steps: int = 10, *, dtype=torch.float32, device=None,
     schedule: Optional[Union[str, Interpolant]] = None,
 ) -> Tensor:
     """Decreasing times (steps + 1,) from 1 to 0. 'uniform': linspace; 'exp' (paper): t_k = sqrt(1 - (k/N)^2);
     'linear-snr': the times of ``schedule`` whose alpha/sigma equal those of the Linear path's uniform
-    grid (the same noise levels, so a converted model is evaluated where the Linear sampler would be)."""
+    grid (the same noise levels, so a converted model is evaluated where the Linear sampler would be).
+    'vp-snr': the times of ``schedule`` whose alpha/sigma equal those of the VP path's uniform grid
+    r_k = 1 - k/N (for VP itself exactly the uniform grid); on the Linear path it starts at
+    t_0 = 0.9935 (VP's r = 1 has alpha = 0.0066), below t = 1, so linear-sde and vp-sde run at the same
+    noise levels and a diffusion transported from VP stays finite (see :func:`transport_diffusion`).
+    The sampler still starts from x_init ~ N(0, I) at t_0, as the VP path does at r = 1."""
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    if kind == "vp-snr":
+        if schedule is None:
+            raise ValueError("time grid 'vp-snr' needs the interpolant: time_grid('vp-snr', steps, schedule=...)")
+        sched, vp = get(schedule), VP()
+        r = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)
+        if _same_path(sched, vp):
+            return r.to(dtype=dtype, device=device)
+        _check_snr_inverse(sched, "the sampling")
+        c = vp(r[:-1])
+        inner = sched.snr_inverse(c.alpha / c.sigma).clamp(0.0, 1.0)
+        return torch.cat([inner, torch.zeros(1, dtype=torch.float64)]).to(dtype=dtype, device=device)
     if kind == "linear-snr":
         if schedule is None:
             raise ValueError("time grid 'linear-snr' needs the interpolant: time_grid('linear-snr', steps, schedule=...)")
@@ -294,13 +464,18 @@ def sample(
     generator: Optional[torch.Generator] = None,
     solver: str = "euler",
     record: bool = False,
+    diffusion_path: Optional[Union[str, Interpolant]] = None,
 ) -> Trajectory:
     """Integrate from t = 1 (x_init ~ N(0, I)) to t = 0 with the ODE (``sde=False``) or the SDE.
 
-    ``time_grid`` is a name ('uniform', 'exp') or a decreasing tensor from 1 to 0. ``solver`` is
+    ``time_grid`` is a name (see :data:`TIME_GRIDS`) or a decreasing tensor from 1 to 0. ``solver`` is
     'euler' or 'heun' (ODE only). The last step to t = 0 is x0_hat (see :func:`step`).
+    ``diffusion_path``: None (g = diffusion_schedule(diffusion, eta) in ``schedule``'s own time) or a
+    path ("linear", "vp", an Interpolant) in whose time g is given; it is moved to ``schedule`` at equal
+    noise level with :func:`transport_diffusion` (the same SDE in continuous time). SDE only.
     """
     schedule = get(schedule)
+    diffusion_path = check_diffusion_path(diffusion_path)
     if solver not in ("euler", "heun"):
         raise ValueError(f"unknown solver {solver!r}; use 'euler' or 'heun'")
     if solver == "heun" and sde:
@@ -312,7 +487,10 @@ def sample(
         if times.dim() != 1 or times.numel() < 2 or bool((times[1:] >= times[:-1]).any()):
             raise ValueError("a custom time_grid must be a strictly decreasing 1D tensor, e.g. from 1 to 0")
         check_time(times, name="time_grid")
-    g_of_t = diffusion_schedule(diffusion if sde else "zero", eta, schedule)
+    if sde and diffusion_path is not None:
+        g_of_t = transport_diffusion(diffusion_schedule(diffusion, eta, diffusion_path), diffusion_path, schedule)
+    else:
+        g_of_t = diffusion_schedule(diffusion if sde else "zero", eta, schedule)
     x = x_init
     B = x.shape[0]
     xs, us, x0s = ([x] if record else None), ([] if record else None), ([] if record else None)

@@ -20,6 +20,7 @@ Figures (file name: what it shows):
 - ``smc_ess.png``: SMC's effective sample size per step.
 - ``scaling.png``: mean reward vs NFE budget, three toy tasks, three generation modes.
 - ``realism_reward.png``: realism (log p_0) vs reward from the same grid.
+- ``eta_ratio.png``: how stochastic each generation mode is at each noise level (g^2 / g^2_DDPM).
 - ``mnist_samples.png``, ``mnist_strip.png``: MNIST search samples and one sample along its path.
 """
 
@@ -62,6 +63,7 @@ FIGURES_2D = (
     "smc_ess.png",
     "scaling.png",
     "realism_reward.png",
+    "eta_ratio.png",
 )
 FIGURES_MNIST = ("mnist_samples.png", "mnist_strip.png")
 
@@ -223,6 +225,17 @@ def _fig_scaling(out: Path, *, runs: int, budgets, progress: bool) -> list[Path]
     return paths
 
 
+def _fig_eta_ratio(out: Path) -> list[Path]:
+    from toyflow import viz
+
+    fig = viz.eta_ratio_plot(
+        ("linear-ode", "linear-sde", "vp-sde"), steps=10, time_grid="uniform",
+        title="how stochastic each mode is at each noise level: $\\eta$ ratio $g^2/g^2_{\\mathrm{DDPM}}$ "
+              "(10-step uniform grids)",
+    )
+    return [save_figure(fig, out / "eta_ratio.png")]
+
+
 # --------------------------------------------------------------------------------------------
 # MNIST figures (only with the shipped MNIST weights)
 # --------------------------------------------------------------------------------------------
@@ -270,6 +283,7 @@ def make_all(out: Union[str, Path] = "figures", *, progress: bool = True, quick:
         ("search internals", lambda: _fig_search(out)),
         ("scaling", lambda: _fig_scaling(out, runs=16 if quick else 64,
                                          budgets=(50, 200) if quick else (50, 100, 200, 500), progress=progress)),
+        ("eta ratio", lambda: _fig_eta_ratio(out)),
     ]
     have = pretrained.available()
     if "mnist-flow" in have and "mnist-reward" in have:

@@ -57,6 +57,7 @@ __all__ = [
     "budget_allocation",
     "rbf_steps",
     "smc_ess",
+    "eta_ratio_plot",
     "read_results_csv",
     "scaling_curves",
     "realism_reward_scatter",
@@ -81,6 +82,7 @@ METHOD_COLORS: Mapping[str, str] = MappingProxyType(
         "svdd": "#e69f00",
         "code": "#cc79a7",
         "rbf": "#d55e00",
+        "rbf-strict": "#f4a582",
         "dps": "#a6761d",
         "rbf+dps": "#6a3d9a",
     }
@@ -96,6 +98,7 @@ METHOD_LABELS: Mapping[str, str] = MappingProxyType(
         "svdd": "SVDD",
         "code": "CoDe",
         "rbf": "RBF",
+        "rbf-strict": "RBF (strict)",
         "dps": "DPS",
         "rbf+dps": "RBF+DPS",
     }
@@ -856,6 +859,126 @@ def smc_ess(result, *, ax=None, show_runs: int = 20, title: Optional[str] = None
     ax.legend(fontsize="small", loc="lower left", framealpha=0.9)
     ax.set_title(title or f"{method_label(result.method)} ({mode_label(result.mode)}): effective sample size",
                  fontsize="medium")
+    return fig
+
+
+# --------------------------------------------------------------------------------------------
+# Stochasticity of the generation modes: the eta ratio g^2 / g^2_DDPM against the noise level
+# --------------------------------------------------------------------------------------------
+#: sampling path of each generation mode (the model is trained on Linear; vp-sde converts it)
+_MODE_PATHS = MappingProxyType({"linear-ode": "linear", "linear-sde": "linear", "vp-sde": "vp"})
+_MODE_COLORS = MappingProxyType({"linear-ode": "#4d4d4d", "linear-sde": "#0072b2", "vp-sde": "#d55e00"})
+
+
+def _eta_ratio_curve(mode: str, diffusion_path, diffusion, eta: float, steps: int, time_grid: str, x_lo: float,
+                     x_hi: float):
+    """(x fine, ratio fine, x at the grid times t_0 .. t_{K-1}, ratio there) of one mode, x = log(sigma/alpha)."""
+    from toyflow import dynamics, interpolants
+
+    path = interpolants.get(_MODE_PATHS[mode])
+    sde = mode != "linear-ode"
+    if sde:
+        g_path = dynamics.check_diffusion_path(diffusion_path)
+        g_path = path if g_path is None else g_path
+        g = dynamics.transport_diffusion(dynamics.diffusion_schedule(diffusion, eta, g_path), g_path, path)
+    else:
+        g = dynamics.diffusion_schedule("zero")
+    # fine curve: noise levels x = log(sigma / alpha) = logit(t_lin), mapped to the path's times
+    xs = torch.linspace(x_lo, x_hi, 600, dtype=torch.float64)
+    t = path.snr_inverse(torch.exp(-xs)).clamp(0.0, 1.0)
+    c = path(t)
+    keep = torch.isclose(torch.log(c.sigma / c.alpha), xs, atol=1e-6)  # inside the path's noise range
+    t, xs = t[keep], xs[keep]
+    if sde and bool((path(t).alpha == 0).any()):
+        t, xs = t[path(t).alpha > 0], xs[path(t).alpha > 0]
+    fine = dynamics.eta_ratio(path, g, t)
+    grid = dynamics.time_grid(time_grid, steps, dtype=torch.float64, schedule=path)[:-1]  # g is used at t_0..t_{K-1}
+    gc = path(grid)
+    with np.errstate(divide="ignore"):
+        xg = np.log(_np(gc.sigma) / _np(gc.alpha))  # +inf at Linear t = 1
+    rg = _np(dynamics.eta_ratio(path, g, grid))
+    return _np(xs), _np(fine), xg, rg
+
+
+def eta_ratio_plot(
+    modes: Sequence = ("linear-ode", "linear-sde", "vp-sde"),
+    *,
+    steps: int = 10,
+    time_grid: str = "uniform",
+    diffusion: str = "square",
+    eta: float = 3.0,
+    x_range: tuple[float, float] = (-3.5, 5.8),
+    ax=None,
+    title: Optional[str] = None,
+) -> Figure:
+    """How stochastic each generation mode is, at each noise level: the eta ratio g_t^2 / g^2_DDPM(t)
+    (0 = the ODE, 1 = the ancestral DDPM SDE of the path; :func:`toyflow.dynamics.eta_ratio`) against
+    the noise level log(sigma_t / alpha_t) = logit(t_lin), the same for every path, noise on the left.
+
+    ``modes``: mode names ("linear-ode", "linear-sde", "vp-sde") or ``(mode, diffusion_path)`` pairs for
+    a diffusion given in another path's time (``("linear-sde", "vp")``: vp-sde's g on the Linear path;
+    use ``time_grid="vp-snr"`` then). Each mode's ``steps``-step ``time_grid`` points t_0 .. t_{K-1}
+    (where g is used; the last step to t = 0 is deterministic) are marked; the Linear grid's t_0 = 1
+    (log(sigma/alpha) = inf, ratio 0) is drawn at the noisy edge with an arrow.
+    """
+    from toyflow import dynamics
+
+    if ax is None:
+        fig, axs = _new_figure(1, 1, (8.6, 4.8))
+        ax = axs[0, 0]
+    else:
+        fig = _root_figure(ax)
+    x_lo, x_hi = float(x_range[0]), float(x_range[1])
+    if not x_lo < x_hi:
+        raise ValueError(f"x_range must be (low, high) with low < high, got {x_range!r}")
+    entries = []
+    for m in modes:
+        mode, dpath = (m, None) if isinstance(m, str) else tuple(m)
+        if mode not in _MODE_PATHS:
+            raise ValueError(f"unknown mode {mode!r}; use one of {', '.join(map(repr, _MODE_PATHS))}")
+        entries.append((mode, dynamics.check_diffusion_path(dpath)))
+    at_edge = False  # a grid point at Linear t = 1 (log(sigma/alpha) = inf)
+    for mode, dpath in entries:
+        xf, rf, xg, rg = _eta_ratio_curve(mode, dpath, diffusion, eta, steps, time_grid, x_lo, x_hi)
+        st, color = mode_style(mode), _MODE_COLORS[mode]
+        if mode == "linear-ode":
+            g_txt = "g = 0"
+        else:
+            own = _MODE_PATHS[mode]
+            gp = own if dpath is None else getattr(dpath, "name", repr(dpath))
+            var = "t" if gp == "linear" else ("r" if gp == "vp" else "\\tau")
+            g_txt = f"g = {eta:g}${var}^2$" if diffusion == "square" else f"g: {diffusion}, eta {eta:g}"
+            g_txt += f" in {'Linear' if gp == 'linear' else ('VP' if gp == 'vp' else gp)} time"
+        label = f"{mode_label(mode)} ({g_txt})"
+        ax.plot(xf, rf, color=color, ls=st["linestyle"], lw=2.2, label=label)
+        inside = np.isfinite(xg)
+        ax.plot(xg[inside], rg[inside], color=color, ls="none", marker=st["marker"], ms=8, mec="white", mew=0.8,
+                zorder=3)
+        at_edge |= not bool(inside.all())
+        for r in rg[~inside]:  # Linear t = 1: infinitely noisy, drawn at the noisy edge
+            ax.plot([x_hi], [r], color=color, ls="none", marker="<", ms=9, clip_on=False, zorder=4)
+    ax.set_xlim(x_hi, x_lo)  # noise on the left: sampling runs left to right
+    ax.set_ylim(bottom=-0.02)
+    ax.axhline(0, color="0.7", lw=0.8, zorder=0)
+    ax.set_xlabel(r"noise level $\log(\sigma_t/\alpha_t)$   (noise $\leftarrow$ $\rightarrow$ data)", fontsize="large")
+    ax.set_ylabel(r"$\eta$ ratio $g_t^2 / g^2_{\mathrm{DDPM}}(t)$" + "\n(0 = ODE, 1 = DDPM SDE)", fontsize="large")
+    top = ax.secondary_xaxis(
+        "top", functions=(lambda x: 1 / (1 + np.exp(-x)), lambda p: np.log(np.clip(p, 1e-12, 1 - 1e-12) / np.clip(1 - p, 1e-12, 1)))
+    )
+    ticks = [p for p in (0.05, 0.2, 0.5, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995) if x_lo < math.log(p / (1 - p)) < x_hi]
+    top.set_xticks(ticks)
+    top.set_xticklabels([f"{p:g}" for p in ticks])
+    top.set_xlabel(r"the same noise level as a Linear time $t_{\mathrm{lin}} = \sigma/(\alpha+\sigma)$")
+    ax.tick_params(labelsize="medium")
+    ax.text(0.01, 0.97, "noise", transform=ax.transAxes, ha="left", va="top", fontsize="large", color="0.35")
+    ax.text(0.99, 0.97, "data", transform=ax.transAxes, ha="right", va="top", fontsize="large", color="0.35")
+    if at_edge:
+        ax.annotate("$t_0 = 1$\n" + r"($\alpha = 0$)", xy=(x_hi, 0.0), xytext=(6, 14), textcoords="offset points",
+                    fontsize="medium", color="0.3", ha="left", va="bottom")
+    ax.legend(loc="upper right", bbox_to_anchor=(0.995, 0.9), fontsize="medium", framealpha=0.95,
+              title=f"markers: the {steps}-step '{time_grid}' grid of each mode", title_fontsize="medium")
+    ax.grid(alpha=0.25)
+    ax.set_title(title or "how stochastic each mode is at each noise level", fontsize="large")
     return fig
 
 

@@ -20,12 +20,15 @@ dps         N K (guided; backward passes not counted)                    steps
 smc         N K, N = budget // steps                                     steps
 svdd        1 + sum_j M_j (allocation; default uses the whole budget)    steps
 code        1 + sum_blocks M_b L_b                                       steps
-rbf         n0 + candidates drawn (early acceptance may leave some)      n0 + steps - 1
+rbf         budget: n0 + candidates drawn, the rest spent at the last    n0 + steps - 1
+            search step (n0 = max(1, budget // 20))
+rbf-strict  1 + candidates drawn (early acceptance may leave some)       steps
 rbf+dps     as rbf                                                       n0 + steps - 1
 sop         N (s + 1) + N M ((f + 2)(K - 1 - s) + f + 1)                 the same with M = 1
 ==========  ===========================================================  =======================
 
-(N, M: particles / candidates; K = steps; n0 = ``initial_particles``; SoP: s start index,
+(N, M: particles / candidates; K = steps; n0 = ``initial_particles`` (default: the official
+code's batch, 25 at budget 500, see :class:`RBFOptions`); SoP: s start index,
 f ``renoise_steps``.) At the minimum budget every single-path method (and BoN / SMC with N = 1)
 is plain sampling with the same random numbers as :func:`toyflow.dynamics.sample`.
 
@@ -73,6 +76,7 @@ from toyflow.search.options import (
     DPSOptions,
     RBFDPSOptions,
     RBFOptions,
+    RBFStrictOptions,
     SamplerOptions,
     SMCOptions,
     SoPOptions,
@@ -96,6 +100,7 @@ __all__ = [
     "SVDDOptions",
     "CoDeOptions",
     "RBFOptions",
+    "RBFStrictOptions",
     "DPSOptions",
     "RBFDPSOptions",
     "AllocationScheme",
@@ -110,7 +115,7 @@ __all__ = [
     "OPTIONS",
 ]
 
-METHODS = ("bon", "sop", "smc", "svdd", "code", "rbf", "dps", "rbf+dps")
+METHODS = ("bon", "sop", "smc", "svdd", "code", "rbf", "rbf-strict", "dps", "rbf+dps")
 
 # particles each method holds per grid time (for the history)
 _GRADIENT_METHODS = ("dps", "rbf+dps")
@@ -138,9 +143,11 @@ def _minimum_budget(method: str, steps: int, opts) -> int:
         return smc.minimum_budget(steps)
     if method in ("svdd", "code"):
         return svdd.minimum_budget(steps)
-    if method in ("rbf", "rbf+dps"):
+    if method in ("rbf", "rbf-strict", "rbf+dps"):
         return rbf.minimum_budget(steps, opts)
-    return sop.minimum_budget(steps, opts)
+    if method == "sop":
+        return sop.minimum_budget(steps, opts)
+    raise ValueError(f"no minimum budget known for method {method!r}")
 
 
 def _check_method(method) -> str:
@@ -185,7 +192,9 @@ def run(
     """Run ``runs`` independent searches of ``method`` with ``budget`` NFE each.
 
     Args:
-        method: "bon", "sop", "smc", "svdd", "code", "rbf", "dps" or "rbf+dps".
+        method: "bon", "sop", "smc", "svdd", "code", "rbf" (as the official code runs it: initial
+            batch, whole budget spent), "rbf-strict" (the paper's text: one initial draw, first
+            improvement accepted at every step), "dps" or "rbf+dps".
         model: velocity model ``model(x, t) -> u`` trained on the Linear interpolant (t = 0 data).
         reward: ``reward(x0) -> (B,)``, higher is better, evaluated on x0_hat. "dps" and "rbf+dps"
             need a differentiable reward (``reward.differentiable`` True, see toyflow.rewards).
@@ -223,7 +232,15 @@ def run(
         raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
     sampler, opts = build_options(method, options)
     need = _minimum_budget(method, steps, opts)
-    if budget < need:
+    if method in ("rbf", "rbf-strict", "rbf+dps"):
+        n0 = opts.initial_draws(budget, steps)
+        if budget < n0 + steps - 1:
+            raise ValueError(
+                f"budget {budget} cannot hold {method}'s {n0} initial draws and one draw per search step "
+                f"({steps - 1}): it needs at least {n0 + steps - 1} NFE per run; lower initial_particles or raise the "
+                f"budget (the smallest budget with these options is {need})"
+            )
+    elif budget < need:
         raise ValueError(
             f"budget {budget} is too small for method {method!r} with steps={steps}: it needs at least {need} NFE "
             f"per run (see toyflow.search docs for the accounting)"
@@ -252,12 +269,14 @@ def run(
             samples, rewards, selected = svdd.run_blocks(ctx, opts.allocation, 1)
         elif method == "code":
             samples, rewards, selected = svdd.run_blocks(ctx, opts.allocation, opts.block)
-        elif method == "rbf":
+        elif method in ("rbf", "rbf-strict"):
             samples, rewards, selected = rbf.run_rbf(ctx, opts)
         elif method == "rbf+dps":
             samples, rewards, selected = rbf.run_rbf(ctx, opts, lam=opts.lam)
-        else:
+        elif method == "sop":
             samples, rewards, selected = sop.run_sop(ctx, opts)
+        else:  # METHODS lists a name with no dispatch: a bug, never a silent fallback
+            raise ValueError(f"method {method!r} is listed but has no implementation")
 
     ctx.ledger.check()
     nfe_per_step = ctx.ledger.per_step.clone()

@@ -129,7 +129,14 @@ class Context:
         # affine transition and x0_hat coefficients, from dynamics itself on basis inputs
         K = steps
         t, tn = times64[:-1], times64[1:]
-        g = dynamics.diffusion_schedule(sampler.diffusion, float(sampler.eta), self.schedule)(t) if self.sde else None
+        g = None
+        if self.sde:
+            # g in the time of diffusion_path (None: the sampling path's own), moved to the sampling path
+            # at equal noise level (the same eta ratio g^2 / g^2_DDPM); identity when the paths coincide
+            g_path = dynamics.check_diffusion_path(sampler.diffusion_path)
+            g_path = self.schedule if g_path is None else g_path
+            g_of_t = dynamics.diffusion_schedule(sampler.diffusion, float(sampler.eta), g_path)
+            g = dynamics.transport_diffusion(g_of_t, g_path, self.schedule)(t)
         one, zero = torch.ones(K, 1, dtype=torch.float64), torch.zeros(K, 1, dtype=torch.float64)
         a = dynamics.step(one, zero, t, tn, self.schedule, g=g, noise=zero)[:, 0]
         b = dynamics.step(zero, one, t, tn, self.schedule, g=g, noise=zero)[:, 0]

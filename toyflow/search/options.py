@@ -14,7 +14,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Union
 
-from toyflow.dynamics import DIFFUSIONS, TIME_GRIDS
+from toyflow.dynamics import DIFFUSIONS, TIME_GRIDS, check_diffusion_path
+from toyflow.interpolants import Interpolant
 from toyflow.search.budget import AllocationScheme, Rollover, Uniform
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "SVDDOptions",
     "CoDeOptions",
     "RBFOptions",
+    "RBFStrictOptions",
     "DPSOptions",
     "RBFDPSOptions",
     "OPTIONS",
@@ -59,15 +61,27 @@ class SamplerOptions:
       callable g(t). Paper: "square", g_t = eta t^2. Ignored in "linear-ode" (g = 0).
     - ``eta``: diffusion scale. Paper: 3.0.
     - ``time_grid``: "uniform" (linspace 1 -> 0, the default here), "exp" (the paper's
-      t_k = sqrt(1 - (k/K)^2)) or "linear-snr" (in vp-sde mode: the VP times with the noise levels
-      of the Linear uniform grid; the same as "uniform" in the Linear modes).
+      t_k = sqrt(1 - (k/K)^2)), "linear-snr" (in vp-sde mode: the VP times with the noise levels
+      of the Linear uniform grid; the same as "uniform" in the Linear modes) or "vp-snr" (in the
+      Linear modes: the Linear times with the noise levels of the VP uniform grid, starting at
+      t = 0.9935; the same as "uniform" in vp-sde), so the two paths can be run at identical noise levels.
+    - ``diffusion_path``: the path in whose time g is given. None (default): the sampling path's
+      own time (Linear in the Linear modes, VP in vp-sde; the paper's code). "linear", "vp" or an
+      :class:`~toyflow.interpolants.Interpolant`: g = diffusion_schedule(diffusion, eta, that path)
+      is a function of that path's time, moved to the sampling path at equal noise level
+      (:func:`toyflow.dynamics.transport_diffusion`, same eta ratio g^2 / g^2_DDPM), which in
+      continuous time is the same SDE. So ``mode="linear-sde", diffusion_path="vp"`` is vp-sde's
+      stochasticity on the Linear path, and ``mode="vp-sde", diffusion_path="linear"`` the converse.
+      A positive g from another path is infinite at Linear t = 1: use ``time_grid="vp-snr"`` there.
     """
 
     diffusion: Union[str, Callable] = "square"
     eta: float = 3.0
     time_grid: str = "uniform"
+    diffusion_path: Optional[Union[str, Interpolant]] = None
 
     def __post_init__(self):
+        check_diffusion_path(self.diffusion_path)  # ValueError listing the valid values
         if not callable(self.diffusion) and self.diffusion not in DIFFUSIONS:
             raise ValueError(f"unknown diffusion {self.diffusion!r}; use one of {', '.join(DIFFUSIONS)} or a callable g(t)")
         if isinstance(self.eta, bool) or not isinstance(self.eta, (int, float)) or not (math.isfinite(self.eta) and self.eta >= 0):
@@ -172,16 +186,25 @@ class CoDeOptions:
         _allocation(self.allocation)
 
 
+# the official code's initial batch: 25 noises at a budget of 500 NFE per run, i.e. one NFE in 20
+INITIAL_SHARE = 20
+
+
 @dataclass(frozen=True)
 class RBFOptions:
-    """Rollover Budget Forcing (the paper's algorithm).
+    """Rollover Budget Forcing, run as the paper's official code runs it (the default).
 
-    - ``initial_particles``: initial noises drawn at t = 1, keep the best x0_hat reward. Paper: 1
-      (a single draw); the official code draws a batch (25 by default).
+    - ``initial_particles``: initial noises drawn at t = 1; the best x0_hat reward is kept. ``None``
+      (default): the official code's batch scaled with the budget, ``max(1, budget // 20)``
+      (25 at budget 500, 5 at 100, 50 at 1000; the whole budget when ``steps == 1``). An int fixes
+      it (the paper's text: 1). The budget must hold the initial draws plus one draw per search step
+      (``initial + steps - 1``), else ``search.run`` raises a ValueError naming both numbers.
     - ``spend_rest_at_last_step``: at the last search step, do not stop at the first improving
-      candidate but draw everything left and keep the best. Paper: False; the official code: True.
-    - ``allocation``: per-step quota; default ``Rollover(Uniform())`` (the paper: uniform base
-      quota, unused NFE roll over to the next step).
+      candidate: draw every NFE left and keep the best, so every run spends its whole budget
+      (``res.nfe == budget``). Official code: True (default). The paper's text: False.
+    - ``allocation``: per-step quota; default ``Rollover(Uniform())`` (uniform base quota, unused
+      NFE roll over to the next step). A scheme that is not a :class:`~toyflow.search.budget.Rollover`
+      is used as given (no rollover).
     - ``proposals_per_tick``: how many of its next proposals a run evaluates in one model call
       (speed only; the same algorithm). The paper draws one at a time and stops at the first that
       improves; a chunk of m draws evaluated together is read in draw order, the NFE ledger charges
@@ -191,7 +214,8 @@ class RBFOptions:
       ``None`` (default): adaptive; a run at grid time t_k draws ``1 + floor(2 s / p_k)`` at once,
       p_k = (early acceptances + 1) / (draws + 1) seen at t_k so far in this call and s =
       ``discard_share``, capped at ``4 * runs / (runs still searching)`` and at the run's remaining
-      quota. ``1``: strictly one evaluation per draw.
+      quota. ``1``: strictly one evaluation per draw. Where no early stop is possible (the last
+      search step with ``spend_rest_at_last_step``) nothing is discarded whatever the width.
     - ``discard_share``: the adaptive width's target of discarded draws per charged draw (about
       s / (1 + s) of the evaluations). 0.5 (default) suits cheap models, where a model call's fixed
       overhead dominates; for an expensive model (an image UNet) lower it (0.1) or set
@@ -199,14 +223,15 @@ class RBFOptions:
       0 gives one draw per call.
     """
 
-    initial_particles: int = 1
-    spend_rest_at_last_step: bool = False
+    initial_particles: Optional[int] = None
+    spend_rest_at_last_step: bool = True
     allocation: AllocationScheme = field(default_factory=lambda: Rollover(Uniform()))
     proposals_per_tick: Optional[int] = None
     discard_share: float = 0.5
 
     def __post_init__(self):
-        _positive_int("initial_particles", self.initial_particles)
+        if self.initial_particles is not None:
+            _positive_int("initial_particles", self.initial_particles)
         if self.proposals_per_tick is not None:
             _positive_int("proposals_per_tick", self.proposals_per_tick)
         ds = self.discard_share
@@ -218,6 +243,24 @@ class RBFOptions:
         if not isinstance(self.spend_rest_at_last_step, bool):
             raise TypeError(f"spend_rest_at_last_step must be True or False, got {self.spend_rest_at_last_step!r}")
         _allocation(self.allocation)
+
+    def initial_draws(self, budget: int, steps: int) -> int:
+        """The number of initial noises a run draws at this budget and number of steps."""
+        if self.initial_particles is not None:
+            return self.initial_particles
+        if steps == 1:  # no search step: the initial draws are the whole search
+            return budget
+        return max(1, budget // INITIAL_SHARE)
+
+
+@dataclass(frozen=True)
+class RBFStrictOptions(RBFOptions):
+    """RBF as one reading of the paper's text ("rbf-strict"): a single initial noise, and the first
+    improving candidate is accepted at every step, the last one included, so a run may finish with
+    part of its budget unused (``res.nfe <= budget``). Otherwise as :class:`RBFOptions`."""
+
+    initial_particles: Optional[int] = 1
+    spend_rest_at_last_step: bool = False
 
 
 @dataclass(frozen=True)
@@ -252,6 +295,7 @@ OPTIONS = MappingProxyType({
     "svdd": SVDDOptions,
     "code": CoDeOptions,
     "rbf": RBFOptions,
+    "rbf-strict": RBFStrictOptions,
     "dps": DPSOptions,
     "rbf+dps": RBFDPSOptions,
 })

@@ -3,8 +3,9 @@
 One particle per run. Grid t_0 = 1 > ... > t_K = 0; search step j (j = 0 .. K-2) moves the particle
 from t_j to t_{j+1}; the last step t_{K-1} -> 0 is the deterministic x0_hat step (free).
 
-1. Draw ``initial_particles`` noises at t_0, evaluate them (1 NFE each), keep the best x0_hat
-   reward (paper: a single draw). ``best`` := its reward.
+1. Draw n0 initial noises at t_0, evaluate them (1 NFE each), keep the best x0_hat reward.
+   ``best`` := its reward. Default n0 = max(1, budget // 20), the official code's batch (25 at
+   budget 500); the paper's text draws one (``initial_particles=1``, or the "rbf-strict" variant).
 2. At search step j the run gets a quota from the allocation scheme (default
    ``Rollover(Uniform())``: an even share of the budget left after step 1, plus whatever earlier
    steps left unused). It draws candidates one at a time (independent SDE noise from the current
@@ -12,11 +13,13 @@ from t_j to t_{j+1}; the last step t_{K-1} -> 0 is the deterministic x0_hat step
    candidate reuses that velocity for its own next step), and **accepts the first whose reward
    beats ``best``** (the best reward on the path so far), moving on at once; the rest of the quota
    rolls over. If the quota runs out first, the step's best candidate is kept (``best`` unchanged).
-3. ``spend_rest_at_last_step=True`` (official code): at the last search step, no early acceptance:
-   every NFE left is drawn and the best candidate kept.
+3. At the last search step (``spend_rest_at_last_step=True``, the official code and the default)
+   there is no early acceptance: every NFE left is drawn and the best candidate kept, so every run
+   spends exactly its budget (``res.nfe == budget``). "rbf-strict" (``False``) accepts the first
+   improvement there too and may leave budget unused.
 
-NFE per run: initial_particles + sum of the candidates drawn <= budget; minimum budget
-``initial_particles + steps - 1`` (one candidate per search step).
+NFE per run: n0 + sum of the candidates drawn <= budget (== budget by default); minimum budget
+``n0 + steps - 1`` (one candidate per search step).
 
 Vectorized: all R runs advance together, one batched model call per tick, whatever step each run
 is at. In a tick each searching run evaluates a chunk of its next draws (``proposals_per_tick``;
@@ -26,7 +29,7 @@ rest are discarded unread (``SearchResult.discarded``, not NFE). With ``proposal
 this is literally one draw per run and call. Drawing several at once changes how fast a call
 advances a run, not what the algorithm does: the draws are i.i.d. given the held particle.
 In "linear-ode" mode all candidates of a step coincide (the ODE step has one outcome), so only the
-initial draw can diversify the search.
+initial draws can diversify the search.
 """
 
 from __future__ import annotations
@@ -49,13 +52,19 @@ CHUNK_MAX_ROWS = 4
 
 
 def minimum_budget(steps: int, opts: RBFOptions) -> int:
-    return opts.initial_particles + steps - 1
+    """The smallest budget that holds the initial draws and one draw per search step."""
+    if opts.initial_particles is not None:
+        return opts.initial_particles + steps - 1
+    budget = steps  # budget - initial_draws(budget) never decreases with the budget: the first fit is the minimum
+    while budget - opts.initial_draws(budget, steps) < steps - 1:
+        budget += 1
+    return budget
 
 
 def run_rbf(ctx: Context, opts: RBFOptions, lam: Optional[float] = None):
     R, K, shape = ctx.R, ctx.K, ctx.shape
     S = K - 1
-    n0 = opts.initial_particles
+    n0 = opts.initial_draws(ctx.budget, K)
     rec = ctx.recorder
     guided = lam is not None
     dev = ctx.device
@@ -108,7 +117,7 @@ def _search_steps(ctx: Context, opts: RBFOptions, lam: Optional[float], H: Tenso
     """
     R, K, shape = ctx.R, ctx.K, ctx.shape
     S = K - 1
-    n0 = opts.initial_particles
+    n0 = opts.initial_draws(ctx.budget, K)
     rec = ctx.recorder
     guided = lam is not None
     dev = ctx.device
@@ -151,8 +160,8 @@ def _search_steps(ctx: Context, opts: RBFOptions, lam: Optional[float], H: Tenso
     stochastic = ctx.sde
     # linear-ode: every draw of a step is the same point; evaluate it once and charge the draws the
     # algorithm makes (1 if it improves, else the whole quota). All runs then move in lockstep.
-    # Recording takes the literal path so that every charged draw appears in the history.
-    coincide = not stochastic and rec is None
+    # The history records the charged copies, so recording does not change what is computed.
+    coincide = not stochastic
     fixed = opts.proposals_per_tick
     # adaptive widths: draws and early acceptances seen so far at each grid index; with acceptance
     # rate p a chunk of m discards about p (m - 1) / 2 draws per draw, so m = 1 + 2 share / p
@@ -231,7 +240,13 @@ def _search_steps(ctx: Context, opts: RBFOptions, lam: Optional[float], H: Tenso
             seen_draws += np.bincount(kn, weights=used, minlength=K + 1).astype(np.int64)
             seen_accepts += np.bincount(kn[imp], minlength=K + 1)
         if rec is not None:
-            if dense:
+            if dense and coincide:  # the charged draws are copies of one point: record each of them
+                slot_now = rec.candidate_rows(to_torch(runs), to_torch(kn), y0, ry).cpu().numpy()
+                for jj in range(1, int(used.max())):
+                    rows = np.nonzero(used > jj)[0]
+                    rows_t = to_torch(rows)
+                    rec.candidate_rows(rows_t, to_torch(kn[rows]), y0.index_select(0, rows_t), ry.index_select(0, rows_t))
+            elif dense:
                 slot_now = rec.candidate_rows(to_torch(runs), to_torch(kn), y0, ry).cpu().numpy()
             else:
                 slots = np.zeros((R, m), dtype=np.int64)
