@@ -21,7 +21,6 @@ import csv
 import io
 import logging
 import math
-import os
 import time
 import zlib
 from dataclasses import dataclass
@@ -44,7 +43,7 @@ TASKS_MNIST = ("mnist-digit", "mnist-ink", "mnist-thick")
 # it, the exact flow-map oracle (x0_hat = the ODE's endpoint) and the shipped MLP distilled from it
 MODELS_2D = ("oracle", "mlp", "flowmap", "flowmap-mlp")
 COLUMNS = (
-    "task", "scale", "model", "method", "mode", "budget", "steps", "time_grid", "diffusion_path", "runs", "status",
+    "task", "scale", "model", "method", "mode", "budget", "steps", "time_grid", "diffusion_path", "runs", "shard", "status",
     "reward_mean", "reward_se",
     "realism", "diversity", "nfe_mean", "nfe_max", "discarded_mean", "wall_time_s", "wall_per_run_s", "accuracy", "fid",
     "feature_diversity", "options",
@@ -202,12 +201,63 @@ def merge_shards(paths: Sequence[Union[str, Path]], out: Optional[Union[str, Pat
 
     Shard i holds grid cells i, i + n, i + 2n, ..., so the merge interleaves the files row by row.
     """
+    merge_keys = ("task", "model", "method", "mode", "budget", "status")
+
+    def _check_grid_order(rows: Sequence[dict], paths) -> None:
+        """Merged rows must be in the nested grid order (task, model, method, mode, budget): every
+        coordinate prefix forms one contiguous block, and each (task, model, method, mode) block holds
+        the same budgets in the same order. Shards given out of order break this for any grid with more
+        cells than shards and more than one value on some axis."""
+        keys = merge_keys[:4]
+        for depth in range(1, len(keys) + 1):
+            seen, last = set(), None
+            for i, row in enumerate(rows):
+                key = tuple(row[k] for k in keys[:depth])
+                if key != last:
+                    if key in seen:
+                        raise ValueError(
+                            f"the shards are not in shard order: merged row {i + 1} ({', '.join(key)}) comes back after "
+                            f"other cells; give the CSVs in the order 0/n, 1/n, ... (given: {', '.join(map(str, paths))})"
+                        )
+                    seen.add(key)
+                    last = key
+        blocks: dict = {}
+        for row in rows:
+            blocks.setdefault(tuple(row[k] for k in keys), []).append(row["budget"])
+        orders = {tuple(b) for b in blocks.values()}
+        if len(orders) > 1 and len({tuple(sorted(b)) for b in blocks.values()}) == 1:
+            raise ValueError("the shards are not in shard order: the budgets come in different orders in different cells "
+                             f"({' / '.join(' '.join(o) for o in sorted(orders))}); give the CSVs in the order 0/n, 1/n, ...")
+
     if not paths:
         raise ValueError("merge_shards needs the shard CSVs, in shard order 0/n, 1/n, ...")
-    parts = []
+    twice = [str(p) for i, p in enumerate(paths) if any(Path(q).resolve() == Path(p).resolve() for q in paths[:i])]
+    if twice:
+        raise ValueError(f"shard {twice[0]} is given more than once; give each shard CSV once, in shard order")
+    parts, header = [], None
     for path in paths:
         with open(path, newline="") as f:
-            parts.append(list(csv.DictReader(f)))
+            reader = csv.DictReader(f)
+            rows = list(reader)
+        fields = tuple(reader.fieldnames or ())
+        missing = [c for c in merge_keys if c not in fields]
+        if missing:
+            raise ValueError(f"{path} is not a CSV of toyflow bench search (no column {missing[0]!r}); "
+                             "give the CSVs that toyflow bench search --shard i/n wrote")
+        if header is not None and fields != header:
+            raise ValueError(f"{path} has other columns than {paths[0]}: not shards of one grid (of one toyflow version)")
+        header = fields
+        for j, row in enumerate(rows, start=2):
+            empty = [c for c in merge_keys if not (row.get(c) or "").strip()]
+            if empty or not row["budget"].strip().isdigit():
+                raise ValueError(f"{path} line {j}: " + (f"empty {', '.join(empty)}" if empty else f"budget {row['budget']!r}")
+                                 + "; not a row of toyflow bench search (rerun that shard)")
+        if "shard" in fields:  # CSVs that name their shard: the order given must be the shard order
+            want = f"{len(parts)}/{len(paths)}"
+            other = next((r["shard"] for r in rows if r["shard"] != want), None)
+            if other is not None:
+                raise ValueError(f"{path} holds shard {other} but is given as shard {want}; give the CSVs in shard order")
+        parts.append(rows)
     sizes = [len(p) for p in parts]
     if any(b > a for a, b in zip(sizes, sizes[1:])) or sizes[0] - sizes[-1] > 1:
         raise ValueError(
@@ -215,6 +265,7 @@ def merge_shards(paths: Sequence[Union[str, Path]], out: Optional[Union[str, Pat
             "finished grid (give every shard, in order, after all of them have finished)"
         )
     rows = [part[j] for j in range(sizes[0]) for part in parts if j < len(part)]
+    _check_grid_order(rows, paths)
     if out is not None:
         write_csv(Path(out), rows)
     return rows
@@ -280,8 +331,9 @@ def run_grid(tasks: Sequence[str], methods: Sequence[str], modes: Sequence[str],
         if key not in built:
             built[key] = make_task(task_name, model, digit=digit if digit is not None else 7, data_dir=data_dir,
                                    scale=scale)
-        rows.append(run_cell(built[key], method, mode, budget, steps=steps, runs=runs, seed=seed, time_grid=time_grid,
-                             diffusion_path=diffusion_path, options=method_options.get(method), scale=scale))
+        row = run_cell(built[key], method, mode, budget, steps=steps, runs=runs, seed=seed, time_grid=time_grid,
+                       diffusion_path=diffusion_path, options=method_options.get(method), scale=scale)
+        rows.append({**row, "shard": f"{i}/{n}"})  # lets `bench merge` check the order the shards are given in
         if out is not None:
             write_csv(out, rows)
     return rows
@@ -337,22 +389,81 @@ def parse_method_options(items: Sequence[str]) -> dict:
 
 
 def main(args: argparse.Namespace) -> int:
-    out = Path(args.out)
-    rows = run_grid(args.task, args.methods, args.modes, args.budgets, models=args.models, runs=args.runs,
-                    steps=args.steps, seed=args.seed, shard=parse_shard(args.shard), out=out,
-                    digits=args.digits, data_dir=args.data_dir, time_grid=args.time_grid,
-                    method_options=parse_method_options(args.option), scale=args.scale,
-                    diffusion_path=args.diffusion_path)
-    print(f"wrote {len(rows)} rows to {out}")
-    if args.plot:
+    from toyflow.checkpoint import OutputLock, atomic_write_bytes, check_writable
+
+    def _check_arguments(args: argparse.Namespace) -> None:
+        """The arguments that can be checked without compute, each error naming its flag (ValueError)."""
+        from toyflow.dynamics import TIME_GRIDS
+
+        def ints(flag, values, low, why=""):
+            bad = [v for v in values if isinstance(v, bool) or not isinstance(v, int) or v < low]
+            if bad:
+                raise ValueError(f"{flag} must be integers >= {low}{why}, got {bad[0]!r}")
+
+        ints("--runs", [args.runs], 2, " (a cell's standard error and diversity need two samples)")
+        ints("--steps", [args.steps], 1)
+        ints("--budgets", list(args.budgets), 1, " (NFE per run)")
+        if not args.budgets:
+            raise ValueError("--budgets needs at least one budget, e.g. --budgets 50 100 200")
+        if args.time_grid not in TIME_GRIDS:
+            raise ValueError(f"unknown --time-grid {args.time_grid!r}; choose one of {', '.join(TIME_GRIDS)}")
+        unknown = [t for t in args.task if t not in TASKS_2D + TASKS_MNIST]
+        if unknown:
+            raise ValueError(f"unknown --task {unknown[0]!r}; 2D: {', '.join(TASKS_2D)}; MNIST: {', '.join(TASKS_MNIST)}")
+        allowed = tuple(MODELS_2D) if any(t in TASKS_2D for t in args.task) else ("unet", "mlp", "oracle")
+        bad_models = [m for m in args.models if m not in allowed]
+        if bad_models:
+            raise ValueError(f"unknown --models {bad_models[0]!r} for these tasks; choose from {', '.join(allowed)}")
+        if any(t in ("mnist-digit", "mnist-thick") for t in args.task):
+            bad = [d for d in args.digits if not 0 <= d <= 9]
+            if bad:
+                raise ValueError(f"--digits must be digits 0..9, got {bad[0]}")
+        if args.plot and Path(args.plot).resolve() == Path(args.out).resolve():
+            raise ValueError(f"--plot and --out are the same file ({args.out}); give the plot its own .png path")
+
+    def _plot_format(path: Path) -> str:
         import matplotlib
 
         matplotlib.use("Agg")
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+        fmt = (path.suffix[1:] or "png").lower()
+        supported = FigureCanvasAgg.get_supported_filetypes()
+        if fmt not in supported:
+            raise ValueError(f"--plot {path}: matplotlib cannot write {fmt!r} files; use one of {', '.join(sorted(supported))}")
+        return fmt
+
+    out = Path(args.out)
+    _check_arguments(args)  # before any compute: the arguments, then the outputs
+    shard = parse_shard(args.shard)
+    method_options = parse_method_options(args.option)
+    check_writable(out, "--out")
+    plot_format = None
+    if args.plot:
+        plot_format = _plot_format(Path(args.plot))
+        check_writable(args.plot, "--plot")
+    with OutputLock(out, flag="--out", what="results CSV"):  # a second run writing the same CSV is refused
+        rows = run_grid(args.task, args.methods, args.modes, args.budgets, models=args.models, runs=args.runs,
+                        steps=args.steps, seed=args.seed, shard=shard, out=out,
+                        digits=args.digits, data_dir=args.data_dir, time_grid=args.time_grid,
+                        method_options=method_options, scale=args.scale,
+                        diffusion_path=args.diffusion_path)
+    print(f"wrote {len(rows)} rows to {out}")
+    ok = [r for r in rows if r.get("status") == "ok"]
+    if rows and not ok and shard[1] > 1:
+        log.warning("every cell of shard %s was skipped, e.g. %s", args.shard, rows[0]["status"])
+    elif rows and not ok:
+        raise ValueError(f"every cell was skipped ({len(rows)} rows in {out}), e.g. {rows[0]['method']} at budget "
+                         f"{rows[0]['budget']}: {str(rows[0]['status']).removeprefix('skipped: ')}; raise --budgets "
+                         "(or lower --steps)")
+    if args.plot:
+        import io
+
         from toyflow import viz
 
-        fig = viz.scaling_curves([r for r in rows if r.get("status") == "ok"])
-        tmp = Path(args.plot).with_name("." + Path(args.plot).name + ".tmp.png")
-        fig.savefig(tmp, dpi=130, bbox_inches="tight")
-        os.replace(tmp, args.plot)
+        fig = viz.scaling_curves(ok)
+        buf = io.BytesIO()
+        fig.savefig(buf, format=plot_format, dpi=130, bbox_inches="tight")
+        atomic_write_bytes(args.plot, buf.getvalue())
         print(f"wrote {args.plot}")
     return 0

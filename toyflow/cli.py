@@ -8,12 +8,17 @@
     toyflow demo [--out DIR]
     toyflow figures [--out figures]
     toyflow export CHECKPOINT OUT [--dtype float16]
+
+Errors end the command with one line on stderr (exit status 2, or 1 for an unexpected internal
+error) naming the problem and the fix; ``--debug`` (anywhere on the line) shows the traceback instead.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
+import math
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
@@ -21,17 +26,56 @@ from typing import Optional, Sequence
 log = logging.getLogger("toyflow")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line: the problem, then where the help is."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}; see {self.prog} --help\n")
+
+
+def _int_at_least(low: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {low}"
+    return parse
+
+
+_positive_int, _nonneg_int = _int_at_least(1), _int_at_least(0)
+
+
+def _float_in(low: float, high: float, *, high_open: bool = False):
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+        if not (math.isfinite(value) and low <= value and (value < high if high_open else value <= high)):
+            raise argparse.ArgumentTypeError(f"must be a finite number in [{low}, {high}{')' if high_open else ']'}, got {text}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
 def _add_train_options(p: argparse.ArgumentParser, *, steps: int, batch: int, lr: float, ema: float = 0.999) -> None:
-    p.add_argument("--steps", type=int, default=steps, help=f"optimiser steps (default {steps})")
-    p.add_argument("--batch-size", type=int, default=batch, help=f"batch size (default {batch})")
-    p.add_argument("--lr", type=float, default=lr, help=f"peak learning rate (default {lr})")
-    p.add_argument("--ema-decay", type=float, default=ema, help=f"EMA decay of the saved weights (default {ema})")
+    p.add_argument("--steps", type=_positive_int, default=steps, help=f"optimiser steps (default {steps})")
+    p.add_argument("--batch-size", type=_positive_int, default=batch, help=f"batch size (default {batch})")
+    p.add_argument("--lr", type=_float_in(0.0, math.inf, high_open=True), default=lr, help=f"peak learning rate (default {lr})")
+    p.add_argument("--ema-decay", type=_float_in(0.0, 1.0, high_open=True), default=ema,
+                   help=f"EMA decay of the saved weights, in [0, 1) (default {ema})")
     p.add_argument("--seed", type=int, default=0, help="seed of weights and batches (default 0)")
     p.add_argument("--device", default="auto", help="cuda, mps, cpu or auto (default auto)")
     p.add_argument("--no-amp", action="store_true", help="disable bf16 autocast on CUDA")
     p.add_argument("--amp-cpu", action="store_true",
                    help="bf16 autocast on CPU too (about 1.6-1.8x faster on CPUs with AVX512-BF16 or AMX)")
-    p.add_argument("--checkpoint-every", type=int, default=0, help="also checkpoint every N steps (default: only at the end)")
+    p.add_argument("--checkpoint-every", type=_nonneg_int, default=0, help="also checkpoint every N steps (default: only at the end)")
     p.add_argument("--resume", action="store_true", help="continue from the training state saved at --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -45,6 +89,22 @@ def _add_t_sampling(p: argparse.ArgumentParser) -> None:
 def _command_line(args) -> str:
     """The command as the user gave it (recorded in checkpoints)."""
     return " ".join(["toyflow"] + list(args.argv))
+
+
+def _check_checkpoint_out(out: Path, args=None) -> None:
+    """Before any compute: the checkpoint ``out`` can be written, no other process is writing it,
+    the device exists, and a --resume has a state to resume."""
+    from toyflow import checkpoint
+    from toyflow.train import pick_device
+
+    checkpoint.check_writable(checkpoint.checkpoint_paths(out)[0], "--out")
+    with checkpoint.OutputLock(out, what="checkpoint"):
+        pass  # only a probe: the training holds it for real
+    if args is not None:
+        pick_device(args.device)
+        if args.resume and not checkpoint.state_path(out).exists():
+            raise FileNotFoundError(f"--resume: no training state at {checkpoint.state_path(out)}; "
+                                    "train without --resume first (or give the --out of that training)")
 
 
 def _train_config(args, **overrides):
@@ -65,7 +125,10 @@ def _cmd_train_2d(args) -> int:
 
     from toyflow import rewards
 
+    from toyflow import interpolants
+
     out = Path(args.out or f"runs/2d-{args.dataset}")
+    interpolants.get(args.schedule)  # an unknown schedule fails here, before anything is written
     if args.dataset in toy2d.DATASETS:
         def data(n, g):
             return toy2d.sample(args.dataset, n, generator=g)
@@ -76,6 +139,7 @@ def _cmd_train_2d(args) -> int:
             return base.sample(n, g)
     else:
         raise ValueError(f"unknown dataset {args.dataset!r}; choose one of {', '.join(toy2d.DATASETS + rewards.TASKS)}")
+    _check_checkpoint_out(out, args)
     model = VelocityMLP(dim=2, hidden=args.hidden, depth=args.depth)
 
     res = train_flow(
@@ -97,6 +161,8 @@ def _cmd_train_mnist(args) -> int:
     from toyflow.models.unet import UNet
     from toyflow.train import CoupledPairs, command_history, train_flow
 
+    out = Path(args.out or "runs/mnist-flow")
+    _check_checkpoint_out(out, args)
     if args.pairs:  # reflow: the flow's own noise -> sample pairs instead of the digits
         if args.data_dir or args.download:
             raise ValueError("--pairs replaces the digits as training data; drop --data-dir / --download")
@@ -108,7 +174,6 @@ def _cmd_train_mnist(args) -> int:
     else:
         train_data = load_mnist(args.split, args.data_dir, download=args.download).images
         dataset = f"mnist-{args.split}"
-    out = Path(args.out or "runs/mnist-flow")
     torch.manual_seed(args.seed)  # the initial weights, reproducible (also of blocks added by --init-from)
     model = UNet(channels=tuple(args.channels), mid_blocks=args.mid_blocks,
                  extra_blocks=tuple(args.extra_blocks), mid_attention=args.mid_attention)
@@ -141,9 +206,10 @@ def _cmd_train_classifier(args) -> int:
     from toyflow.train import train_classifier
 
     split = args.split or ("test" if args.role == "reward" else "train5k")
+    out = Path(args.out or f"runs/mnist-{args.role}")
+    _check_checkpoint_out(out, args)
     data = load_mnist(split, args.data_dir, download=args.download)
     model = RewardCNN() if args.role == "reward" else EvaluatorCNN()
-    out = Path(args.out or f"runs/mnist-{args.role}")
     seed = args.seed if args.role == "reward" else args.seed + 1
     res = train_classifier(
         model, data.images, data.labels, _train_config(args, seed=seed),
@@ -161,20 +227,27 @@ def _cmd_sample(args) -> int:
     import matplotlib.pyplot as plt
     import torch
 
-    from toyflow import dynamics, interpolants
+    from toyflow import checkpoint, dynamics, interpolants, pretrained
     from toyflow.models import load_model
 
+    flows = ("unet", "mlp")
     if (args.checkpoint is None) == (args.pretrained is None):
-        raise SystemExit("give exactly one of --checkpoint PATH or --pretrained NAME")
-    if args.checkpoint is not None:
-        model = load_model(args.checkpoint)
-    else:
-        from toyflow import pretrained
-
-        model = pretrained.load(args.pretrained)
+        raise ValueError("give exactly one of --checkpoint PATH or --pretrained NAME")
+    out = checkpoint.check_writable(args.out, "--out")
+    fmt = (out.suffix[1:] or "png").lower()
+    supported = plt.gcf().canvas.get_supported_filetypes()
+    plt.close("all")
+    if fmt not in supported:
+        raise ValueError(f"--out {out}: matplotlib cannot write {fmt!r} files; use one of {', '.join(sorted(supported))} "
+                         "(e.g. samples.png)")
+    if args.pretrained is not None and pretrained.MODELS.get(args.pretrained, "mlp") not in flows:
+        raise ValueError(f"--pretrained {args.pretrained} is a {pretrained.MODELS[args.pretrained]!r} classifier, not a "
+                         f"flow model; sample one of {', '.join(n for n, a in pretrained.MODELS.items() if a in flows)}")
+    model = load_model(args.checkpoint) if args.checkpoint is not None else pretrained.load(args.pretrained)
+    if type(model).arch not in flows:
+        raise ValueError(f"--checkpoint {args.checkpoint} holds a {type(model).arch!r} model, not a flow model; "
+                         "give a checkpoint of toyflow train 2d or toyflow train mnist")
     shape = (1, 28, 28) if type(model).arch == "unet" else (model.dim,)
-    if type(model).arch not in ("unet", "mlp"):
-        raise SystemExit(f"{args.checkpoint or args.pretrained} is a {type(model).arch!r} model, not a flow model")
     g = torch.Generator().manual_seed(args.seed)
     sched = "linear"
     if args.mode == "vp-sde":
@@ -182,8 +255,6 @@ def _cmd_sample(args) -> int:
     x1 = torch.randn((args.n,) + shape, generator=g)
     with torch.no_grad():
         traj = dynamics.sample(model, x1, sched, steps=args.steps, sde=args.mode != "linear-ode", generator=g)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     if shape == (1, 28, 28):
         from toyflow.viz import image_grid
 
@@ -192,7 +263,12 @@ def _cmd_sample(args) -> int:
         fig, ax = plt.subplots(figsize=(4.5, 4.5))
         ax.scatter(traj.x[:, 0].numpy(), traj.x[:, 1].numpy(), s=2, alpha=0.5)
         ax.set(xlabel="$x_1$", ylabel="$x_2$", title=f"{args.n} samples, {args.mode}, {args.steps} steps", aspect="equal")
-    fig.savefig(out, dpi=120, bbox_inches="tight")
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format=fmt, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    checkpoint.atomic_write_bytes(out, buf.getvalue())
     print(f"wrote {out}")
     return 0
 
@@ -205,22 +281,28 @@ def _cmd_bench_search(args) -> int:
 
 def _cmd_bench_merge(args) -> int:
     from toyflow.benchmark import merge_shards
+    from toyflow.checkpoint import check_writable
 
+    check_writable(args.out, "OUT")
     rows = merge_shards(args.shards, args.out)
     print(f"wrote {len(rows)} rows from {len(args.shards)} shards to {args.out}")
     return 0
 
 
 def _cmd_demo(args) -> int:
+    from toyflow.checkpoint import check_writable
     from toyflow.demo import run_demo
 
+    check_writable(Path(args.out) / "index", "--out")  # the folder can be created and written, before any compute
     run_demo(out_dir=args.out, quick=not args.full)
     return 0
 
 
 def _cmd_figures(args) -> int:
+    from toyflow.checkpoint import check_writable
     from toyflow.figures import make_all
 
+    check_writable(Path(args.out) / "index", "--out")
     make_all(args.out)
     return 0
 
@@ -230,23 +312,25 @@ def _cmd_export(args) -> int:
 
     import torch
 
-    from toyflow.checkpoint import checkpoint_paths
+    from toyflow.checkpoint import OutputLock, check_writable, checkpoint_paths
     from toyflow.models import load_model, save_model
 
     dtypes = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-    model = load_model(args.checkpoint)
-    config = json.loads(checkpoint_paths(args.checkpoint)[1].read_text())
-    extra = {k: v for k, v in config.items() if k not in ("arch", "arch_config", "weights_dtype")}
-    extra["export_command"] = _command_line(args)
-    save_model(args.out, model, weights_dtype=dtypes[args.dtype], **extra)
-    weights = checkpoint_paths(args.out)[0]
+    weights = check_writable(checkpoint_paths(args.out)[0], "OUT")
+    with OutputLock(checkpoint_paths(args.out)[0].with_suffix(""), flag="OUT", what="checkpoint"):
+        model = load_model(args.checkpoint)
+        config = json.loads(checkpoint_paths(args.checkpoint)[1].read_text())
+        extra = {k: v for k, v in config.items() if k not in ("arch", "arch_config", "weights_dtype", "weights_sha256")}
+        extra["export_command"] = _command_line(args)
+        save_model(args.out, model, weights_dtype=dtypes[args.dtype], **extra)
     print(f"wrote {weights} ({weights.stat().st_size / 1e6:.2f} MB, {args.dtype})")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="toyflow", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _Parser(prog="toyflow", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    parser.add_argument("--debug", action="store_true", help="on an error, show the traceback (accepted anywhere on the line)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", help="train a model").add_subparsers(dest="what", required=True)
@@ -254,8 +338,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", default="8gaussians", help="8gaussians, checkerboard, moons, spirals, rings, "
                    "or a search task's base mixture: rare-mode, counting, aesthetic (default 8gaussians)")
     p.add_argument("--schedule", default="linear", help="interpolant: linear, vp, cosine, polynomial-N (default linear)")
-    p.add_argument("--hidden", type=int, default=128, help="MLP width (default 128)")
-    p.add_argument("--depth", type=int, default=3, help="MLP hidden layers (default 3)")
+    p.add_argument("--hidden", type=_positive_int, default=128, help="MLP width (default 128)")
+    p.add_argument("--depth", type=_positive_int, default=3, help="MLP hidden layers (default 3)")
     p.add_argument("--out", default=None, help="checkpoint path without suffix (default runs/2d-DATASET)")
     _add_train_options(p, steps=2000, batch=256, lr=2e-3)
     _add_t_sampling(p)
@@ -269,10 +353,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--out", default=None, help="checkpoint path without suffix")
         if name == "mnist":
             p.add_argument("--split", default="test", help="which MNIST file set to train on (default test: t10k)")
-            p.add_argument("--channels", type=int, nargs=3, default=[32, 64, 192], metavar=("C28", "C14", "C7"),
+            p.add_argument("--channels", type=_positive_int, nargs=3, default=[32, 64, 192], metavar=("C28", "C14", "C7"),
                            help="UNet widths at 28x28, 14x14, 7x7 (default 32 64 192, the shipped mnist-flow)")
-            p.add_argument("--mid-blocks", type=int, default=2, help="UNet residual blocks at 7x7 (default 2)")
-            p.add_argument("--extra-blocks", type=int, nargs=2, default=[0, 0], metavar=("K28", "K14"),
+            p.add_argument("--mid-blocks", type=_nonneg_int, default=2, help="UNet residual blocks at 7x7 (default 2)")
+            p.add_argument("--extra-blocks", type=_nonneg_int, nargs=2, default=[0, 0], metavar=("K28", "K14"),
                            help="more UNet residual blocks at 28x28 and 14x14 on both paths (default 0 0)")
             p.add_argument("--mid-attention", action="store_true", help="self-attention block at 7x7")
             p.add_argument("--init-from", default=None, metavar="CHECKPOINT",
@@ -293,8 +377,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default=None, help="checkpoint path (with or without .safetensors)")
     p.add_argument("--pretrained", default=None, help="a shipped model name, e.g. 2d-8gaussians, mnist-flow")
     p.add_argument("--mode", choices=("linear-ode", "linear-sde", "vp-sde"), default="linear-ode")
-    p.add_argument("--steps", type=int, default=100, help="sampling steps (default 100)")
-    p.add_argument("--n", type=int, default=2000, help="number of samples (default 2000)")
+    p.add_argument("--steps", type=_positive_int, default=100, help="sampling steps (default 100)")
+    p.add_argument("--n", type=_positive_int, default=2000, help="number of samples (default 2000)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="samples.png", help="PNG to write (default samples.png)")
     p.set_defaults(func=_cmd_sample)
@@ -328,16 +412,51 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _describe(e: BaseException) -> tuple[str, int]:
+    """(one line naming the problem and the fix, exit status) for an exception that ends a command."""
+    from toyflow.checkpoint import OutputLocked
+
+    if isinstance(e, OSError) and e.errno is not None:  # from the system: name the file and what to do
+        where = e.filename if e.filename is not None else "a file"
+        if e.errno == errno.ENOSPC:
+            text = f"no space left on the device while writing {where}; free some space or write to another disk"
+        elif e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            text = f"cannot write {where}: {e.strerror}; check its permissions or choose another path"
+        elif e.errno == errno.ENOENT:
+            text = f"no such file or folder: {where}; check the path"
+        else:
+            text = f"{e.strerror or type(e).__name__} ({where}); check the path and the disk"
+        return text, 2
+    if isinstance(e, (ValueError, OSError, OutputLocked, FloatingPointError, TypeError)):
+        return str(e), 2
+    if isinstance(e, MemoryError) or any(s in str(e).lower() for s in ("out of memory", "can't allocate memory")):
+        return (f"out of memory ({str(e).splitlines()[0] if str(e) else type(e).__name__}); use a smaller --n, --runs, "
+                "--batch-size or model", 2)
+    first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return f"internal error {type(e).__name__}: {first}; rerun with --debug for the traceback and report it", 1
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
     args = build_parser().parse_args(argv)
     args.argv = argv
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"toyflow: error: {e}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("toyflow: interrupted; every file written so far is complete (atomic writes); a training continues "
+              "with the same command and --resume", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - one line for the user; the traceback with --debug
+        if debug:
+            raise
+        text, status = _describe(e)
+        print(f"toyflow: error: {' '.join(text.split())}", file=sys.stderr)
+        return status
 
 
 if __name__ == "__main__":

@@ -96,6 +96,9 @@ def check_velocity(u: Tensor, x: Tensor, *, where: str = "model") -> Tensor:
 
 def x0_from_velocity(x: Tensor, u: Tensor, t: Union[Tensor, float], schedule: Union[str, Interpolant]) -> Tensor:
     """Tweedie / x0-prediction: x0_hat = (sigma u - d_sigma x) / D. At sigma = 0 (t = 0) it is x."""
+    if not (torch.is_tensor(u) and torch.is_tensor(x)) or u.shape != x.shape:
+        raise ValueError(f"x0_from_velocity needs u shaped like x, got x {tuple(getattr(x, 'shape', ()))} and u "
+                         f"{tuple(getattr(u, 'shape', ()))} (no broadcasting: pass one velocity per particle)")
     schedule = get(schedule)
     t = _batch_time(x, t)
     c = schedule(t)
@@ -128,9 +131,15 @@ def score_from_velocity(x: Tensor, u: Tensor, t: Union[Tensor, float], schedule:
 
 def velocity_from_x0(x: Tensor, x0: Tensor, t: Union[Tensor, float], schedule: Union[str, Interpolant]) -> Tensor:
     """Inverse of x0_from_velocity: u = d_alpha x0 + d_sigma x1_hat with x1_hat = (x - alpha x0) / sigma."""
+    if not (torch.is_tensor(x0) and torch.is_tensor(x)) or x0.shape != x.shape:
+        raise ValueError(f"velocity_from_x0 needs x0 shaped like x, got x {tuple(getattr(x, 'shape', ()))} and x0 "
+                         f"{tuple(getattr(x0, 'shape', ()))} (no broadcasting)")
     schedule = get(schedule)
     t = _batch_time(x, t)
     c = schedule(t)
+    if bool((c.sigma <= 0).any()):
+        raise ValueError(f"velocity_from_x0 is undefined where sigma_t = 0 (t = 0 for {schedule.name}): x alone does "
+                         "not fix the noise there; use t > 0")
     x1 = (x - _expand(c.alpha, x) * x0) / _expand(c.sigma, x)
     return _expand(c.d_alpha, x) * x0 + _expand(c.d_sigma, x) * x1
 
@@ -389,6 +398,12 @@ def step(
     t, t_next = _batch_time(x, t), _batch_time(x, t_next)
     if bool((t_next > t).any()):
         raise ValueError("step goes from t down to t_next <= t (t = 1 noise, t = 0 data); got t_next > t")
+    if g is not None:
+        gt = g if torch.is_tensor(g) else torch.as_tensor(g, dtype=torch.float64)
+        if not bool((torch.isfinite(gt) & (gt >= 0)).all()):
+            bad = gt[~(torch.isfinite(gt) & (gt >= 0))].flatten()[0].item()
+            raise ValueError(f"the diffusion g(t) must be finite and >= 0 (it is a noise scale), got {bad}; check the "
+                             "diffusion callable (use diffusion='zero' or sde=False for the ODE)")
     final = t_next == 0
     if g is None or not bool((g > 0).any()):
         out = euler_step(x, u, t, t_next)

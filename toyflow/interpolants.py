@@ -227,6 +227,11 @@ class ConvertedVelocity(torch.nn.Module):
 
     def forward(self, x: Tensor, r: Tensor) -> Tensor:
         t, s, dt, ds = self.source_time_and_scale(r)
+        finite = torch.isfinite(s) & torch.isfinite(dt) & torch.isfinite(ds) & (s > 0)
+        if not bool(finite.all()):
+            bad = (r.expand_as(s) if torch.is_tensor(r) else torch.as_tensor(r).expand_as(s))[~finite].flatten()[0].item()
+            raise ValueError(f"the converted velocity ({self.source.name} -> {self.target.name}) is undefined at r = {bad:g}: "
+                             "both paths' sigma must be > 0 there (r = 0 is the data end); evaluate it at r > 0")
         se, dte, dse = _expand(s, x), _expand(dt, x), _expand(ds, x)
         return (dse / se) * x + se * dte * self.model(x / se, t)
 

@@ -169,6 +169,15 @@ class TrainConfig:
         for name in ("steps", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("warmup", "checkpoint_every"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("lr", "weight_decay", "grad_clip"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        if not 0 <= self.lr_final_ratio <= 1:
+            raise ValueError(f"lr_final_ratio must be in [0, 1], got {self.lr_final_ratio}")
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if not 0 <= self.t_min < 1:
@@ -193,9 +202,18 @@ class TrainResult:
 def pick_device(device: str = "auto") -> torch.device:
     """'auto' -> cuda if available, else mps, else cpu; any other string is used as given."""
     if device != "auto":
-        dev = torch.device(device)
+        try:
+            dev = torch.device(device)
+        except (RuntimeError, TypeError):
+            raise ValueError(f"unknown device {device!r}; use cpu, cuda, cuda:N, mps or auto") from None
         if dev.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"device {device!r} requested but CUDA is not available; use device='cpu' or 'auto'")
+        if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r} requested but only {torch.cuda.device_count()} CUDA devices are visible")
+        if dev.type == "mps" and not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
+            raise ValueError(f"device {device!r} requested but MPS is not available; use device='cpu' or 'auto'")
+        if dev.type not in ("cpu", "cuda", "mps"):
+            raise ValueError(f"device {device!r} is not supported for training; use cpu, cuda, mps or auto")
         return dev
     if torch.cuda.is_available():
         return torch.device("cuda")
@@ -267,11 +285,15 @@ def _lr_at(step: int, cfg: TrainConfig) -> float:
 
 
 def _state_path(path: Path) -> Path:
-    return path.with_name(path.name + ".state")
+    """The training state beside the checkpoint ``path``: one file, ``path.state.safetensors``."""
+    return checkpoint.state_path(path)
 
 
 def _save_training_state(path: Path, model, ema, opt, generator, step, losses, cfg, extra) -> None:
-    """Weights for inference at ``path`` (EMA) and a resumable training state at ``path.state``."""
+    """A resumable training state at ``path.state.safetensors`` (one file: weights, EMA, optimizer,
+    RNG, losses and step, replaced by one rename: the commit point), then the inference weights
+    (EMA) at ``path`` for :func:`toyflow.models.load_model`. A crash before the state's rename
+    leaves the previous state; after it, the new one; a resume rewrites the inference pair."""
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     tensors.update({f"ema.{k}": v for k, v in ema.state_dict().items()})
     opt_state = opt.state_dict()
@@ -280,29 +302,66 @@ def _save_training_state(path: Path, model, ema, opt, generator, step, losses, c
             tensors[f"opt.{i}.{name}"] = val if torch.is_tensor(val) else torch.tensor(val)
     tensors["rng"] = generator.get_state()
     tensors["losses"] = torch.tensor(losses, dtype=torch.float64)
-    checkpoint.save(_state_path(path), tensors, {"step": step, "train_config": asdict(cfg), **extra})
+    checkpoint.save_state(_state_path(path), tensors, {"step": step, "train_config": asdict(cfg), **extra})
+    legacy = _state_path(path).with_suffix(".json")  # the older two-file format's JSON, stale from here on
+    if legacy.exists():
+        legacy.unlink()
     save_model(path, ema, train_config=asdict(cfg), step=step, **extra)
 
 
 def _load_training_state(path: Path, model, ema, opt, generator) -> tuple[int, list[float], dict]:
     """Restores the state in place; returns (step, losses, the saved JSON config)."""
-    tensors, config = checkpoint.load(_state_path(path))
+    where = _state_path(path)
+    tensors, config = checkpoint.load_state(where)
+    step = config.get("step")
+    needed = {"rng", "losses"}
+    if not isinstance(step, int) or step < 0 or not needed <= tensors.keys() or tensors["losses"].numel() != step:
+        raise checkpoint.CheckpointError(
+            f"{where} is not a consistent training state (step {step!r}, "
+            f"{tensors['losses'].numel() if 'losses' in tensors else 'no'} losses); train without --resume to start over"
+        )
     try:
         model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
     except RuntimeError as e:
-        raise ValueError(f"cannot resume from {path}: it holds another architecture ({e})") from None
+        first = str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else str(e)
+        raise ValueError(f"cannot resume from {where}: it holds another architecture ({first}); resume with the "
+                         "model options it was trained with, or train without --resume") from None
     opt_state = opt.state_dict()
     for i in opt_state["state"].keys() | {int(k.split(".")[1]) for k in tensors if k.startswith("opt.")}:
         prefix = f"opt.{i}."
         opt_state["state"][i] = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
     opt.load_state_dict(opt_state)
     generator.set_state(tensors["rng"])
-    return int(config["step"]), tensors["losses"].tolist(), config
+    return step, tensors["losses"].tolist(), config
 
 
 # ---- the loop -----------------------------------------------------------------------------------
 def _fit(
+    model: nn.Module,
+    batch_loss: Callable[[nn.Module, torch.Generator, torch.device], Tensor],
+    cfg: TrainConfig,
+    *,
+    checkpoint_path: Optional[Union[str, Path]] = None,
+    resume: bool = False,
+    extra_config: Optional[dict] = None,
+    desc: str = "train",
+) -> TrainResult:
+    """The loop; with a checkpoint path, rank 0 holds the output's lock (a second writer is refused)
+    from before the first step to after the last save, and first removes temp files crashes left."""
+    rank, _ = _dist_info()
+    kw = dict(checkpoint_path=checkpoint_path, resume=resume, extra_config=extra_config, desc=desc)
+    if checkpoint_path is None or rank != 0:
+        return _fit_body(model, batch_loss, cfg, **kw)
+    path = Path(checkpoint_path)
+    with checkpoint.OutputLock(path, what="checkpoint", flag="--out",
+                               command=str((extra_config or {}).get("command", ""))):
+        for target in (*checkpoint.checkpoint_paths(path), _state_path(path)):
+            checkpoint.clean_stale_temps(target, all_writers=True)
+        return _fit_body(model, batch_loss, cfg, **kw)
+
+
+def _fit_body(
     model: nn.Module,
     batch_loss: Callable[[nn.Module, torch.Generator, torch.device], Tensor],
     cfg: TrainConfig,
@@ -334,9 +393,13 @@ def _fit(
     path = Path(checkpoint_path) if checkpoint_path is not None else None
     start, losses = 0, []
     if resume:
-        if path is None or not checkpoint.checkpoint_paths(_state_path(path))[1].exists():
-            raise FileNotFoundError(f"resume=True but no training state found at {path}.state.json; train without resume first")
+        if path is None or not _state_path(path).exists():
+            raise FileNotFoundError(f"--resume (resume=True) but no training state found at {_state_path(path) if path else None}; "
+                                    "train without --resume first")
         start, losses, saved = _load_training_state(path, model, ema, opt, generator)
+        if start > cfg.steps:
+            raise ValueError(f"cannot resume {_state_path(path)} with steps={cfg.steps} (--steps): it is already at step "
+                             f"{start}; pass --steps {start} or more to continue it, or another --out to start over")
         log.info("resumed from %s at step %d", path, start)
         # a continued run (e.g. more steps) keeps every command that made these weights, in order;
         # resuming an interrupted run with its own command adds nothing

@@ -69,6 +69,24 @@ def load_model(path: str | os.PathLike, *, arch: str | None = None, device: str 
             f"checkpoint {path} holds a {config['arch']!r} model, not the expected {arch!r}; "
             "pass the checkpoint of the right model"
         )
+    if not isinstance(config.get("arch_config", {}), Mapping):
+        raise ValueError(f"checkpoint {path}: 'arch_config' in its JSON must be an object, got {config['arch_config']!r}")
+    try:  # shapes first, on the meta device (no memory): a tampered config fails before a huge model is built
+        with torch.device("meta"):
+            shapes = {k: tuple(v.shape) for k, v in build(config["arch"], config.get("arch_config", {})).state_dict().items()}
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"checkpoint {path}: its JSON does not describe a buildable model ({e})") from None
+    except Exception:  # noqa: BLE001 - an architecture that cannot be built on the meta device: checked below
+        shapes = {k: tuple(v.shape) for k, v in tensors.items()}
+    wrong = sorted(k for k in shapes.keys() | tensors.keys()
+                   if k not in shapes or k not in tensors or shapes[k] != tuple(tensors[k].shape))
+    if wrong:
+        k = wrong[0]
+        raise ValueError(
+            f"checkpoint {path} does not match architecture {config['arch']!r} with config {config.get('arch_config')}: "
+            f"{len(wrong)} tensors differ, e.g. {k!r}: file {tuple(tensors[k].shape) if k in tensors else 'missing'}, "
+            f"config {shapes.get(k, 'missing')}; the JSON was edited or belongs to other weights"
+        )
     model = build(config["arch"], config.get("arch_config", {}))
     try:
         model.load_state_dict(tensors, strict=True)

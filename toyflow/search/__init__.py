@@ -132,6 +132,7 @@ def _particles(method: str, budget: int, steps: int, opts) -> int:
 def minimum_budget(method: str, steps: int = 10, **options) -> int:
     """The smallest budget ``run(method, ..., steps=steps, **options)`` accepts."""
     method = _check_method(method)
+    steps = _check_int("steps", steps)
     _, opts = build_options(method, options)
     return _minimum_budget(method, steps, opts)
 

@@ -37,6 +37,28 @@ def resample_indices(w: Tensor, method: str, generator) -> Tensor:
     return torch.searchsorted(cdf, positions).clamp_max(N - 1)
 
 
+def _update_log_weights(logw: Tensor, r: Tensor, r_prev: Tensor, lam: float) -> Tensor:
+    """logw + (r - r_prev) / lam, per run (row); only the differences within a row matter (softmax).
+
+    Computed as written while it stays finite (the usual case: bit for bit what it always gave).
+    Where it overflows (rewards near the float range, a tiny lam) it is recomputed in float64 with
+    each row shifted by its maximum, then cast back: the leader keeps log-weight 0 and particles
+    more than the dtype's range behind get weight 0. Differences that overflow even float64 raise.
+    """
+    new = logw + (r - r_prev) / lam
+    if bool(torch.isfinite(new).all()):
+        return new
+    inc = (r.double() - r_prev.double()) / lam
+    if not bool(torch.isfinite(inc).all()):
+        raise FloatingPointError(
+            f"SMC log-weights overflow: reward increments (r_k - r_k-1) / lam exceed float64 with lam={lam:g} (reward "
+            f"differences up to {float((r.double() - r_prev.double()).abs().max()):.3g}); use a larger lam or rescale the reward"
+        )
+    wide = logw.double() + inc  # -inf entries (weight 0 already) stay -inf
+    wide = wide - wide.max(1, keepdim=True).values
+    return wide.to(logw.dtype)
+
+
 def run_smc(ctx: Context, opts: SMCOptions):
     R, K, shape = ctx.R, ctx.K, ctx.shape
     N = ctx.budget // K
@@ -52,7 +74,7 @@ def run_smc(ctx: Context, opts: SMCOptions):
         x0 = ctx.x0(flat, u, k)
         r = ctx.reward(x0).view(R, N)
         u, x0 = u.view_as(x), x0.view_as(x)
-        logw = logw + (r - r_prev) / opts.lam
+        logw = _update_log_weights(logw, r, r_prev, opts.lam)
         w = torch.softmax(logw, 1)
         ess = 1.0 / (w**2).sum(1)
         low = ess < opts.ess_threshold * N
