@@ -102,7 +102,8 @@ def main():
         sizes, res = sizes_of(options)
         if method.startswith("rbf"):  # the same NFE, one draw per run and call
             search_nfe = res.nfe - res.nfe_per_step[:, 0]
-            strict = [args.runs] + [int((search_nfe >= j).sum()) for j in range(1, int(search_nfe.max()) + 1)]
+            # the initial draws in one call, then one row per run still drawing
+            strict = [int(res.nfe_per_step[:, 0].sum())] + [int((search_nfe >= j).sum()) for j in range(1, int(search_nfe.max()) + 1)]
             assert sum(strict) == int(res.nfe.sum())
         else:
             strict = sizes

@@ -101,6 +101,38 @@ def claims(rows, budgets) -> list[str]:
     return out + [""]
 
 
+def claim_counts(rows) -> list[str]:
+    """C1 / C2 over every (task, model, budget) cell: how often '>', '=' and '<' (see :func:`claims`)."""
+    cells = {(r["task"], r["model"], r["method"], r["mode"], int(r["budget"])): r for r in rows}
+
+    def verdict(a, b):
+        d = float(a["reward_mean"]) - float(b["reward_mean"])
+        s = 2 * math.hypot(float(a["reward_se"]), float(b["reward_se"]))
+        return ">" if d > s else "<" if d < -s else "="
+
+    keys = sorted({(k[0], k[1], k[4]) for k in cells})
+    out = [f"claims over all {len(keys)} (task, model, budget) cells: counts of > / = / <\n",
+           "| method | C1 linear-SDE vs linear-ODE | C2 VP-SDE vs linear-SDE | RBF best in VP-SDE |", "|---|---|---|---|"]
+    for m in ("bon", "smc", "code", "svdd", "rbf", "rbf-strict"):
+        c1, c2 = defaultdict(int), defaultdict(int)
+        for task, model, b in keys:
+            o, l, v = (cells.get((task, model, m, mode, b)) for mode in MODES)
+            if o and l:
+                c1[verdict(l, o)] += 1
+            if l and v:
+                c2[verdict(v, l)] += 1
+        extra = ""
+        if m == "rbf":
+            best = 0
+            for task, model, b in keys:
+                vp = [(float(r["reward_mean"]), k[2]) for k, r in cells.items()
+                      if (k[0], k[1], k[3], k[4]) == (task, model, "vp-sde", b) and k[2] in METHODS]
+                best += bool(vp) and max(vp)[1] == "rbf"
+            extra = f"{best} of {len(keys)}"
+        out.append(f"| {LABELS[m]} | {c1['>']} / {c1['=']} / {c1['<']} | {c2['>']} / {c2['=']} / {c2['<']} | {extra} |")
+    return out + [""]
+
+
 def budget_share(rows) -> list[str]:
     out = ["share of the budget spent (nfe_mean / budget): mean (min) over the cells of each mode\n",
            "| method | " + " | ".join(MODES) + " |", "|---|" + "---|" * len(MODES)]
@@ -125,6 +157,7 @@ def main() -> None:
         wall = sum(float(r["wall_time_s"]) for r in rows if r["wall_time_s"])
         print(f"## {path}: {len(rows)} cells, {wall:.0f} s of cell wall time\n")
         print("\n".join(normalised(rows, a.normalise_at)))
+        print("\n".join(claim_counts(rows)))
         print("\n".join(claims(rows, a.budgets)))
         print("\n".join(budget_share(rows)))
         if not a.no_tables:

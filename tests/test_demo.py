@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from toyflow import search
-from toyflow.demo import QUICK, format_table, run_demo
+from toyflow.demo import QUICK, REGIMES, format_table, notice_lines, run_demo
 
 FIGURES = ("trajectories.png", "budget_allocation.png", "scaling.png")
 
@@ -42,13 +42,26 @@ def test_demo_writes_table_csv_and_figures(demo):
 
     with open(out / "results.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == len(QUICK.methods) * len(QUICK.modes) * len(QUICK.budgets)
+    assert len(rows) == len(REGIMES) * len(QUICK.methods) * len(QUICK.modes) * len(QUICK.budgets)
+    # the paper's regime first, then the contrast
+    assert [(r["task"], r["model"]) for r in rows[:: len(rows) // 2]] == [("rare-mode-x8", "flowmap-mlp"), ("rare-mode", "mlp")]
     for r in rows:
         assert r["status"] == "ok", r
-        assert r["model"] == "mlp" and r["task"] == "rare-mode"
         assert int(r["runs"]) == QUICK.runs
         assert int(r["nfe_max"]) <= int(r["budget"])  # no run over its budget
         assert 0.0 <= float(r["reward_mean"]) <= 1.0
+
+
+def test_demo_what_to_notice_is_read_off_the_numbers(demo):
+    """The 'what to notice' lines order the modes by the printed rewards, and each regime has them."""
+    _, out, printed = demo
+    assert printed.count("what to notice:") == len(REGIMES)
+    rows = [{"method": m, "mode": mode, "budget": 100, "status": "ok", "reward_mean": v}
+            for m, mode, v in (("svdd", "linear-ode", 0.1), ("svdd", "linear-sde", 0.5), ("svdd", "vp-sde", 0.9),
+                               ("bon", "vp-sde", 0.3))]
+    lines = notice_lines(rows, 100)
+    assert lines[0] == "SVDD at budget 100: VP SDE 0.90 > Linear SDE 0.50 > Linear ODE 0.10"
+    assert "best in VP SDE: SVDD (0.90); BoN 0.30" in lines
 
 
 def test_demo_prints_the_table_and_folder(demo):

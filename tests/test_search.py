@@ -408,14 +408,14 @@ def test_custom_allocation_with_svdd_and_rbf(gmm):
     kw = dict(budget=B, steps=STEPS, runs=3, shape=(2,), generator=gen())
     res = search.run("svdd", gmm, near_mu3, allocation=FrontLoaded(), **kw)
     assert res.nfe_per_step.tolist() == [[1, 22, 5, 5, 5, 5]] * 3
-    res = search.run("rbf-strict", gmm, Counter(lambda i: 0.0), allocation=FrontLoaded(), **kw)
+    res = search.run("rbf-strict", gmm, Counter(lambda i: 0.0), allocation=FrontLoaded(), rollover=False, **kw)
     assert res.nfe_per_step.tolist() == [[1, 22, 5, 5, 5, 5]] * 3
     res = search.run("rbf-strict", gmm, Counter(lambda i: 0.0), allocation=search.Rollover(FrontLoaded()), **kw)
     assert res.nfe_per_step.tolist() == [[1, 22, 5, 5, 5, 5]] * 3
     # no rollover: leftovers are lost; with Rollover(FrontLoaded) they carry over
     # (rewards that count calls: one draw per call, proposals_per_tick=1)
-    res = search.run("rbf-strict", gmm, Counter(lambda i: float(i // 2)), allocation=FrontLoaded(), record=True,
-                     proposals_per_tick=1, **kw)
+    res = search.run("rbf-strict", gmm, Counter(lambda i: float(i // 2)), allocation=FrontLoaded(), rollover=False,
+                     record=True, proposals_per_tick=1, **kw)
     assert res.nfe_per_step.tolist() == [[1, 2, 2, 2, 2, 2]] * 3
     assert res.history.quota.tolist() == [[1, 22, 5, 5, 5, 5]] * 3
     res = search.run("rbf-strict", gmm, Counter(lambda i: float(i // 2)), allocation=search.Rollover(FrontLoaded()),

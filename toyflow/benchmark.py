@@ -294,9 +294,13 @@ def run_grid(tasks: Sequence[str], methods: Sequence[str], modes: Sequence[str],
     """
     from toyflow import search
 
-    unknown = [m for m in methods if m not in search.METHODS]
-    if unknown:
-        raise ValueError(f"unknown methods {unknown}; choose from {', '.join(search.METHODS)}")
+    resolved = []
+    for m in methods:  # a registered name, package.module:Class or path/to/file.py:Class (registered on load)
+        try:
+            resolved.append(search.resolve_method(m).name)  # ValueError for an unknown name: never a fallback
+        except TypeError as e:  # the class is not a search.Method
+            raise ValueError(f"method {m!r}: {e}") from None
+    methods = resolved
     from toyflow.rewards import check_scale
 
     scale = check_scale(scale)
@@ -339,6 +343,13 @@ def run_grid(tasks: Sequence[str], methods: Sequence[str], modes: Sequence[str],
     return rows
 
 
+def _search_modes() -> tuple:
+    """The mode names (toyflow.search.MODES, the one list of modes)."""
+    from toyflow.search import MODES
+
+    return MODES
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", nargs="+", default=["rare-mode"],
                    help=f"tasks: {', '.join(TASKS_2D + TASKS_MNIST)} (default rare-mode)")
@@ -352,8 +363,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--diffusion-path", default=None, choices=("linear", "vp"),
                    help="give g in this path's time, transported to the sampling path at equal noise levels "
                         "(default: the sampling path's own time)")
-    p.add_argument("--methods", nargs="+", default=["bon", "sop", "smc", "code", "svdd", "rbf"])
-    p.add_argument("--modes", nargs="+", default=["linear-ode", "linear-sde", "vp-sde"])
+    p.add_argument("--methods", nargs="+", default=["bon", "sop", "smc", "code", "svdd", "rbf"],
+                   help="registered search methods, or your own as package.module:Class or path/to/file.py:Class "
+                        "(a toyflow.search.Method subclass; e.g. examples/beam_search.py:BeamSearch)")
+    p.add_argument("--modes", nargs="+", default=list(_search_modes()), help=f"modes: {', '.join(_search_modes())}")
     p.add_argument("--budgets", nargs="+", type=int, default=[50, 100, 200, 500, 1000])
     p.add_argument("--runs", type=int, default=64, help="independent runs per cell (default 64)")
     p.add_argument("--steps", type=int, default=10, help="denoising steps (default 10)")

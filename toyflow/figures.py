@@ -200,11 +200,11 @@ def _fig_search(out: Path) -> list[Path]:
 
 
 def _fig_scaling(out: Path, *, runs: int, budgets, progress: bool) -> list[Path]:
-    from toyflow import benchmark, viz
+    from toyflow import benchmark, search, viz
 
     rows = []
     cells = [(t, m, mode, b) for t in benchmark.TASKS_2D for m in SEARCH_METHODS
-             for mode in ("linear-ode", "linear-sde", "vp-sde") for b in budgets]
+             for mode in search.MODES for b in budgets]
     tasks = {t: benchmark.make_task(t, "oracle") for t in benchmark.TASKS_2D}
     from tqdm.auto import tqdm
 
@@ -229,7 +229,7 @@ def _fig_eta_ratio(out: Path) -> list[Path]:
     from toyflow import viz
 
     fig = viz.eta_ratio_plot(
-        ("linear-ode", "linear-sde", "vp-sde"), steps=10, time_grid="uniform",
+        None, steps=10, time_grid="uniform",  # every mode of toyflow.search.MODES
         title="how stochastic each mode is at each noise level: $\\eta$ ratio $g^2/g^2_{\\mathrm{DDPM}}$ "
               "(10-step uniform grids)",
     )

@@ -6,15 +6,23 @@ Time convention (the paper's): t = 0 is data, t = 1 is noise,
 
 An interpolant maps ``t`` to a frozen :class:`Coefficients` ``(alpha, sigma, d_alpha, d_sigma)``
 and inverts the signal-to-noise ratio with :meth:`Interpolant.snr_inverse`.
+
+Interpolants are values: ``==`` and ``hash`` go by the type and the parameters
+(``VP() == VP(0.1, 20)``, ``Polynomial(2) != Polynomial(3)``). The built-ins are frozen dataclasses;
+a subclass of your own is compared by its dataclass fields, or else by its instance attributes
+(``vars(self)``), so ``class Power(Interpolant)`` with ``self.p = p`` needs no ``__eq__`` of its own.
 :func:`convert` turns a velocity model trained on one interpolant into the velocity model of
 another interpolant with the same data distribution (Kim et al. 2025, Sec. 3.2).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Callable, Union
+from typing import Any, Callable, Union
+
+import numpy as np
 
 import torch
 from torch import Tensor
@@ -62,10 +70,53 @@ def check_time(t: Tensor, *, name: str = "t") -> Tensor:
     return t
 
 
+def _as_value(v: Any) -> Any:
+    """A parameter as a hashable value compared by content (tensors and arrays by dtype, shape, entries)."""
+    if torch.is_tensor(v):
+        return ("tensor", str(v.dtype), tuple(v.shape), tuple(v.detach().cpu().flatten().tolist()))
+    if isinstance(v, np.ndarray):
+        return ("array", str(v.dtype), v.shape, tuple(v.ravel().tolist()))
+    if isinstance(v, (list, tuple)):
+        return tuple(_as_value(e) for e in v)
+    if isinstance(v, dict):
+        return tuple(sorted((k, _as_value(e)) for k, e in v.items()))
+    try:
+        hash(v)
+    except TypeError:
+        raise TypeError(
+            f"interpolant parameter {v!r} ({type(v).__name__}) cannot be compared by value; store it as a number, "
+            "tuple or tensor, or give your interpolant its own __eq__ and __hash__"
+        ) from None
+    return v
+
+
 class Interpolant:
-    """Base class: subclasses define ``alpha_sigma`` (and may override ``coefficients``)."""
+    """Base class: a subclass implements ``coefficients(t) -> Coefficients`` and ``snr_inverse(rho)``.
+
+    Equality and hash go by the type and the parameters (dataclass fields, or else the instance
+    attributes), so two interpolants with the same parameters are the same path.
+    """
 
     name: str = "interpolant"
+
+    def _parameters(self) -> tuple:
+        """((name, value), ...) that identify this path: dataclass fields, or ``vars(self)`` sorted."""
+        if dataclasses.is_dataclass(self):
+            return tuple((f.name, getattr(self, f.name)) for f in dataclasses.fields(self) if f.compare)
+        return tuple(sorted(vars(self).items()))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Interpolant):
+            return NotImplemented
+        if type(self) is not type(other):
+            return False
+        mine, theirs = self._parameters(), other._parameters()
+        return [k for k, _ in mine] == [k for k, _ in theirs] and all(
+            _as_value(a) == _as_value(b) for (_, a), (_, b) in zip(mine, theirs)
+        )
+
+    def __hash__(self) -> int:
+        return hash((type(self), tuple((k, _as_value(v)) for k, v in self._parameters())))
 
     def __call__(self, t: Tensor) -> Coefficients:
         t = check_time(torch.as_tensor(t) if not torch.is_tensor(t) else t)
@@ -79,9 +130,11 @@ class Interpolant:
         raise NotImplementedError
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}()"
+        args = ", ".join(f"{k}={v!r}" for k, v in self._parameters())
+        return f"{type(self).__name__}({args})"
 
 
+@dataclass(frozen=True, eq=False, repr=False)
 class Linear(Interpolant):
     """Rectified flow: alpha = 1 - t, sigma = t."""
 
@@ -95,14 +148,20 @@ class Linear(Interpolant):
         return 1.0 / (1.0 + rho)
 
 
+@dataclass(frozen=True, eq=False, repr=False)
 class Polynomial(Interpolant):
     """alpha = (1 - t)^n, sigma = 1 - (1 - t)^n (n = 1 is Linear)."""
 
-    def __init__(self, n: float = 2.0):
-        if not n > 0:
-            raise ValueError(f"Polynomial needs n > 0, got n = {n}")
-        self.n = float(n)
-        self.name = f"polynomial-{n:g}"
+    n: float = 2.0
+
+    def __post_init__(self):
+        if isinstance(self.n, bool) or not isinstance(self.n, (int, float)) or not self.n > 0:
+            raise ValueError(f"Polynomial needs n > 0, got n = {self.n!r}")
+        object.__setattr__(self, "n", float(self.n))
+
+    @property
+    def name(self) -> str:
+        return f"polynomial-{self.n:g}"
 
     def coefficients(self, t: Tensor) -> Coefficients:
         n = self.n
@@ -119,6 +178,7 @@ class Polynomial(Interpolant):
         return f"Polynomial(n={self.n:g})"
 
 
+@dataclass(frozen=True, eq=False, repr=False)
 class Cosine(Interpolant):
     """alpha = cos(pi t / 2), sigma = sin(pi t / 2)."""
 
@@ -134,17 +194,21 @@ class Cosine(Interpolant):
         return torch.atan2(torch.ones_like(rho), rho) * (2 / math.pi)
 
 
+@dataclass(frozen=True, eq=False, repr=False)
 class VP(Interpolant):
     """Variance preserving (the paper's): T(t) = t^2 (b_max - b_min) / 2 + t b_min,
     alpha = exp(-T/2), sigma = sqrt(1 - exp(-T))."""
 
     name = "vp"
+    beta_min: float = 0.1
+    beta_max: float = 20.0
 
-    def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0):
-        if not (0 <= beta_min < beta_max):
-            raise ValueError(f"VP needs 0 <= beta_min < beta_max, got beta_min={beta_min}, beta_max={beta_max}")
-        self.beta_min = float(beta_min)
-        self.beta_max = float(beta_max)
+    def __post_init__(self):
+        b0, b1 = self.beta_min, self.beta_max
+        if not all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in (b0, b1)) or not (0 <= b0 < b1):
+            raise ValueError(f"VP needs 0 <= beta_min < beta_max, got beta_min={b0!r}, beta_max={b1!r}")
+        object.__setattr__(self, "beta_min", float(b0))
+        object.__setattr__(self, "beta_max", float(b1))
 
     def _T(self, t: Tensor) -> tuple[Tensor, Tensor]:
         b0, b1 = self.beta_min, self.beta_max
@@ -240,8 +304,10 @@ def convert(model: VelocityModel, source: Union[str, Interpolant], target: Union
     """Turn a velocity model of ``source`` into one of ``target`` (same data distribution).
 
     Valid for times r where both sigma's are positive (r > 0); samplers never evaluate r = 0.
+    The model is returned unchanged when ``source == target`` (value equality: same type and
+    parameters), else wrapped in a :class:`ConvertedVelocity`.
     """
     source, target = get(source), get(target)
-    if type(source) is type(target) and repr(source) == repr(target):
+    if source == target:
         return model
     return ConvertedVelocity(model, source, target)

@@ -147,8 +147,16 @@ def _canon(method: str) -> str:
     return method.strip().lower()
 
 
+def _registered_method(name: str):
+    """The :class:`toyflow.search.Method` registered under ``name`` (canonical), or None."""
+    from toyflow import search
+
+    return search.get_method(name) if name in search.METHODS else None
+
+
 def method_color(method: str) -> str:
-    """Colour of ``method`` (case-insensitive). Names outside :data:`METHOD_COLORS` get a fixed
+    """Colour of ``method`` (case-insensitive). Names outside :data:`METHOD_COLORS` take the
+    ``color`` of the :class:`toyflow.search.Method` registered under that name, or else a fixed
     colour from a stable hash of the name, so your own schemes are consistent across figures; it is
     never one of the built-in methods' colours, but two custom names can share one (there are
     8 fallback colours): pick colours yourself with ``colors=`` in :func:`budget_allocation` and
@@ -156,12 +164,20 @@ def method_color(method: str) -> str:
     m = _canon(method)
     if m in METHOD_COLORS:
         return METHOD_COLORS[m]
+    registered = _registered_method(m)
+    if registered is not None and registered.color:
+        return registered.color
     return _EXTRA_COLORS[zlib.crc32(m.encode()) % len(_EXTRA_COLORS)]
 
 
 def method_label(method: str) -> str:
-    """Display name of ``method`` ("rbf" -> "RBF"); other names are returned unchanged."""
-    return METHOD_LABELS.get(_canon(method), method)
+    """Display name of ``method`` ("rbf" -> "RBF"; a registered method's ``label``); other names are
+    returned unchanged."""
+    m = _canon(method)
+    if m in METHOD_LABELS:
+        return METHOD_LABELS[m]
+    registered = _registered_method(m)
+    return registered.label if registered is not None and registered.label else method
 
 
 def mode_style(mode: str) -> Mapping[str, str]:
@@ -699,8 +715,9 @@ def budget_allocation(
                 e = np.stack([np.minimum(sd, y), sd])  # NFE >= 0: the lower bar stops at zero
         k = np.arange(len(y))
         color = _pick_color(colors, name, res.method)
-        label = method_label(name) if _canon(name) in METHOD_LABELS else name
-        if len(modes) > 1 and _canon(name) in METHOD_LABELS:
+        known = _canon(name) in METHOD_LABELS or _registered_method(_canon(name)) is not None
+        label = method_label(name) if known else name
+        if len(modes) > 1 and known:
             label += f" ({mode_label(res.mode)})"
         label += f": {y.sum():.0f} NFE"
         if kind == "bar":
@@ -865,18 +882,17 @@ def smc_ess(result, *, ax=None, show_runs: int = 20, title: Optional[str] = None
 # --------------------------------------------------------------------------------------------
 # Stochasticity of the generation modes: the eta ratio g^2 / g^2_DDPM against the noise level
 # --------------------------------------------------------------------------------------------
-#: sampling path of each generation mode (the model is trained on Linear; vp-sde converts it)
-_MODE_PATHS = MappingProxyType({"linear-ode": "linear", "linear-sde": "linear", "vp-sde": "vp"})
 _MODE_COLORS = MappingProxyType({"linear-ode": "#4d4d4d", "linear-sde": "#0072b2", "vp-sde": "#d55e00"})
 
 
 def _eta_ratio_curve(mode: str, diffusion_path, diffusion, eta: float, steps: int, time_grid: str, x_lo: float,
                      x_hi: float):
     """(x fine, ratio fine, x at the grid times t_0 .. t_{K-1}, ratio there) of one mode, x = log(sigma/alpha)."""
-    from toyflow import dynamics, interpolants
+    from toyflow import dynamics
+    from toyflow.search import Sampler
 
-    path = interpolants.get(_MODE_PATHS[mode])
-    sde = mode != "linear-ode"
+    sampler = Sampler.preset(mode)  # the mode's sampling path and whether it is an SDE (toyflow.search.PRESETS)
+    path, sde = sampler.path, sampler.sde
     if sde:
         g_path = dynamics.check_diffusion_path(diffusion_path)
         g_path = path if g_path is None else g_path
@@ -901,7 +917,7 @@ def _eta_ratio_curve(mode: str, diffusion_path, diffusion, eta: float, steps: in
 
 
 def eta_ratio_plot(
-    modes: Sequence = ("linear-ode", "linear-sde", "vp-sde"),
+    modes: Optional[Sequence] = None,
     *,
     steps: int = 10,
     time_grid: str = "uniform",
@@ -915,7 +931,7 @@ def eta_ratio_plot(
     (0 = the ODE, 1 = the ancestral DDPM SDE of the path; :func:`toyflow.dynamics.eta_ratio`) against
     the noise level log(sigma_t / alpha_t) = logit(t_lin), the same for every path, noise on the left.
 
-    ``modes``: mode names ("linear-ode", "linear-sde", "vp-sde") or ``(mode, diffusion_path)`` pairs for
+    ``modes``: mode names (default: all of ``toyflow.search.MODES``) or ``(mode, diffusion_path)`` pairs for
     a diffusion given in another path's time (``("linear-sde", "vp")``: vp-sde's g on the Linear path;
     use ``time_grid="vp-snr"`` then). Each mode's ``steps``-step ``time_grid`` points t_0 .. t_{K-1}
     (where g is used; the last step to t = 0 is deterministic) are marked; the Linear grid's t_0 = 1
@@ -931,20 +947,22 @@ def eta_ratio_plot(
     x_lo, x_hi = float(x_range[0]), float(x_range[1])
     if not x_lo < x_hi:
         raise ValueError(f"x_range must be (low, high) with low < high, got {x_range!r}")
+    from toyflow.search import MODES, Sampler
+
     entries = []
-    for m in modes:
+    for m in (MODES if modes is None else modes):
         mode, dpath = (m, None) if isinstance(m, str) else tuple(m)
-        if mode not in _MODE_PATHS:
-            raise ValueError(f"unknown mode {mode!r}; use one of {', '.join(map(repr, _MODE_PATHS))}")
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}; use one of {', '.join(map(repr, MODES))}")
         entries.append((mode, dynamics.check_diffusion_path(dpath)))
     at_edge = False  # a grid point at Linear t = 1 (log(sigma/alpha) = inf)
     for mode, dpath in entries:
         xf, rf, xg, rg = _eta_ratio_curve(mode, dpath, diffusion, eta, steps, time_grid, x_lo, x_hi)
-        st, color = mode_style(mode), _MODE_COLORS[mode]
-        if mode == "linear-ode":
+        st, color = mode_style(mode), _MODE_COLORS.get(mode, "0.3")
+        if not Sampler.preset(mode).sde:
             g_txt = "g = 0"
         else:
-            own = _MODE_PATHS[mode]
+            own = Sampler.preset(mode).path.name
             gp = own if dpath is None else getattr(dpath, "name", repr(dpath))
             var = "t" if gp == "linear" else ("r" if gp == "vp" else "\\tau")
             g_txt = f"g = {eta:g}${var}^2$" if diffusion == "square" else f"g: {diffusion}, eta {eta:g}"

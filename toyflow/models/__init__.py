@@ -16,9 +16,10 @@ import torch
 
 from toyflow import checkpoint
 from toyflow.models.gmm import GaussianMixtureFlow
+from toyflow.models.flowmap import FlowMapOracle
 from toyflow.models.mlp import VelocityMLP
 
-__all__ = ["GaussianMixtureFlow", "VelocityMLP", "build", "save_model", "load_model", "ARCHITECTURES"]
+__all__ = ["GaussianMixtureFlow", "FlowMapOracle", "VelocityMLP", "build", "save_model", "load_model", "ARCHITECTURES"]
 
 # arch name -> (module, class name); imported lazily so 2D users never import image models.
 ARCHITECTURES: Mapping[str, tuple[str, str]] = MappingProxyType(

@@ -7,6 +7,8 @@
 Each JSON config records the command that trained the weights ("command") and, for weights made
 in several phases, the earlier ones in order ("earlier_commands"). ``mnist-flow`` is a flow-matching
 UNet fine-tuned by 20-step Euler distillation (``"objective"`` in its JSON; bench/RESULTS.md §3).
+``2d-<task>-x8-flowmap`` are MLPs distilled from the exact flow map of ``rewards.task(<task>, scale=8)``
+(``models.FlowMapOracle``; ``python -m toyflow.distill``): x0_hat = x - t u is sharp, one Euler step samples.
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ MODELS: Mapping[str, str] = MappingProxyType(
         "2d-rare-mode": "mlp",
         "2d-counting": "mlp",
         "2d-aesthetic": "mlp",
+        "2d-rare-mode-x8-flowmap": "mlp",
+        "2d-counting-x8-flowmap": "mlp",
+        "2d-aesthetic-x8-flowmap": "mlp",
         "mnist-flow": "unet",
         "mnist-reward": "reward-cnn",
         "mnist-evaluator": "evaluator-cnn",

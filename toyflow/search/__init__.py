@@ -34,7 +34,10 @@ is plain sampling with the same random numbers as :func:`toyflow.dynamics.sample
 
 Modes (the paper's three rows; the model is trained on the Linear interpolant): "linear-ode"
 (g = 0), "linear-sde" (Linear path, SDE), "vp-sde" (the model converted to the VP path with
-:func:`toyflow.interpolants.convert`, SDE). SDE defaults: diffusion "square" g_t = eta t^2,
+:func:`toyflow.interpolants.convert`, SDE). They are presets of a :class:`Sampler` value (sampling
+path, model path, diffusion and the path whose time it is given in, eta, time grid;
+:data:`MODES` is the one list of their names); ``mode=Sampler(...)`` runs any other combination.
+SDE defaults: diffusion "square" g_t = eta t^2,
 eta = 3 (the paper); time grid "uniform" ("exp": the paper's grid). In "linear-ode" the
 candidates of SVDD / CoDe / RBF from one state coincide (an ODE step has one outcome): only
 initial draws (and SoP's re-noising) diversify the search, the weakness the paper points out.
@@ -43,8 +46,19 @@ Options are typed dataclasses (:class:`SamplerOptions` plus one per method, ``OP
 built from ``**options``; unknown keys raise a TypeError listing the valid ones. Budget allocation
 for the per-step methods (SVDD, CoDe, RBF) is a pluggable :class:`AllocationScheme`
 (``Uniform``, ``LinearDecay``, ``Rollover(base)`` or your own small subclass, see
-:mod:`toyflow.search.budget`). ``record=True`` returns a :class:`SearchHistory` (held particles,
+:mod:`toyflow.search.budget`), whose ``quota(state)`` may read the search's
+:class:`AllocationState` (best reward so far, what the previous step drew and accepted, ...) and
+return one quota per run. RBF refuses a scheme that is not a ``Rollover`` unless told
+``rollover=True`` (wrap it) or ``rollover=False`` (drop the leftovers).
+``record=True`` returns a :class:`SearchHistory` (held particles,
 candidates with rewards and accept flags, NFE and quota per grid time, SMC's ESS).
+
+Methods are values of one protocol (:class:`Method`: name, options dataclass, minimum budget,
+particles held, whether it needs reward gradients, and ``run(ctx, opts)`` on a
+:class:`SearchContext`); each built-in method is one file of this package that registers itself
+with :func:`register`. Register your own and it runs by name here, in the benchmark
+(``toyflow bench search --methods package.module:Class``) and in the figures; an unknown name is
+a ValueError. See :mod:`toyflow.search.method` and ``examples/beam_search.py``.
 
 Runs are vectorized: R runs advance together with one batched model call per tick, even when
 runs sit at different grid times (RBF), and finished runs leave the batch.
@@ -57,10 +71,12 @@ from typing import Callable, Optional, Sequence, Union
 
 import torch
 
-from toyflow.search import bon, rbf, smc, sop, svdd
-from toyflow.search._core import MODES, Context
+# the built-in methods: each file defines one Method and registers it (this order is METHODS' order)
+from toyflow.search import bon, sop, smc, svdd, code, rbf, rbf_strict, dps, rbf_dps  # noqa: F401, E401
+from toyflow.search._core import Context, SearchContext
 from toyflow.search.budget import (
     AllocationScheme,
+    AllocationState,
     BudgetExceeded,
     Ledger,
     LinearDecay,
@@ -69,8 +85,20 @@ from toyflow.search.budget import (
     Uniform,
     clamp_quota,
 )
-from toyflow.search.options import (
+from toyflow.search.method import (
+    METHODS,
     OPTIONS,
+    SAMPLER_KEYS,
+    Method,
+    NoOptions,
+    build_options,
+    check_output,
+    get_method,
+    register,
+    resolve_method,
+    valid_keys,
+)
+from toyflow.search.options import (
     BoNOptions,
     CoDeOptions,
     DPSOptions,
@@ -81,16 +109,23 @@ from toyflow.search.options import (
     SMCOptions,
     SoPOptions,
     SVDDOptions,
-    build_options,
-    valid_keys,
 )
 from toyflow.search.result import Recorder, SearchHistory, SearchResult
+from toyflow.search.sampler import MODES, PRESETS, Sampler, resolve_sampler
 
 __all__ = [
     "run",
     "minimum_budget",
     "METHODS",
     "MODES",
+    "PRESETS",
+    "Method",
+    "NoOptions",
+    "register",
+    "get_method",
+    "resolve_method",
+    "SearchContext",
+    "Sampler",
     "SearchResult",
     "SearchHistory",
     "SamplerOptions",
@@ -104,6 +139,7 @@ __all__ = [
     "DPSOptions",
     "RBFDPSOptions",
     "AllocationScheme",
+    "AllocationState",
     "StaticAllocation",
     "Uniform",
     "LinearDecay",
@@ -115,46 +151,12 @@ __all__ = [
     "OPTIONS",
 ]
 
-METHODS = ("bon", "sop", "smc", "svdd", "code", "rbf", "rbf-strict", "dps", "rbf+dps")
-
-# particles each method holds per grid time (for the history)
-_GRADIENT_METHODS = ("dps", "rbf+dps")
-
-
-def _particles(method: str, budget: int, steps: int, opts) -> int:
-    if method in ("bon", "dps", "smc"):
-        return budget // steps
-    if method == "sop":
-        return opts.paths
-    return 1
-
-
-def minimum_budget(method: str, steps: int = 10, **options) -> int:
-    """The smallest budget ``run(method, ..., steps=steps, **options)`` accepts."""
-    method = _check_method(method)
+def minimum_budget(method: Union[str, Method], steps: int = 10, **options) -> int:
+    """The smallest budget ``run(method, ..., steps=steps, **options)`` accepts (a name or a Method)."""
+    method = get_method(method)
     steps = _check_int("steps", steps)
     _, opts = build_options(method, options)
-    return _minimum_budget(method, steps, opts)
-
-
-def _minimum_budget(method: str, steps: int, opts) -> int:
-    if method in ("bon", "dps"):
-        return bon.minimum_budget(steps)
-    if method == "smc":
-        return smc.minimum_budget(steps)
-    if method in ("svdd", "code"):
-        return svdd.minimum_budget(steps)
-    if method in ("rbf", "rbf-strict", "rbf+dps"):
-        return rbf.minimum_budget(steps, opts)
-    if method == "sop":
-        return sop.minimum_budget(steps, opts)
-    raise ValueError(f"no minimum budget known for method {method!r}")
-
-
-def _check_method(method) -> str:
-    if not isinstance(method, str) or method.lower() not in METHODS:
-        raise ValueError(f"unknown method {method!r}; use one of {', '.join(map(repr, METHODS))}")
-    return method.lower()
+    return method.minimum_budget(steps, opts)
 
 
 def _check_int(name: str, v, minimum: int = 1) -> int:
@@ -175,11 +177,11 @@ def _infer_device(model, generator, device):
 
 
 def run(
-    method: str,
+    method: Union[str, Method],
     model: Callable,
     reward: Callable,
     *,
-    mode: str = "vp-sde",
+    mode: Union[str, Sampler] = "vp-sde",
     budget: int,
     steps: int = 10,
     runs: int = 1,
@@ -193,26 +195,29 @@ def run(
     """Run ``runs`` independent searches of ``method`` with ``budget`` NFE each.
 
     Args:
-        method: "bon", "sop", "smc", "svdd", "code", "rbf" (as the official code runs it: initial
-            batch, whole budget spent), "rbf-strict" (the paper's text: one initial draw, first
-            improvement accepted at every step), "dps" or "rbf+dps".
+        method: a registered name (:data:`METHODS`): "bon", "sop", "smc", "svdd", "code", "rbf" (as
+            the official code runs it: initial batch, whole budget spent), "rbf-strict" (the paper's
+            text: one initial draw, first improvement accepted at every step), "dps", "rbf+dps", or
+            your own :func:`register`-ed name; or a :class:`Method` subclass or instance.
         model: velocity model ``model(x, t) -> u`` trained on the Linear interpolant (t = 0 data).
         reward: ``reward(x0) -> (B,)``, higher is better, evaluated on x0_hat. "dps" and "rbf+dps"
             need a differentiable reward (``reward.differentiable`` True, see toyflow.rewards).
-        mode: "linear-ode", "linear-sde" or "vp-sde" (default, the paper's best).
+        mode: a preset name, "linear-ode", "linear-sde" or "vp-sde" (default, the paper's best), or a
+            :class:`Sampler` (path, model conversion, diffusion and its time, eta, time grid); sampler
+            keys given in ``options`` replace the Sampler's fields.
         budget: NFE per run. steps: grid steps K. runs: independent runs R, vectorized.
         shape: shape of one sample, e.g. (2,) or (1, 28, 28).
         generator: every random number is drawn from it (same seed -> same result); None uses
             torch's global generator. It must live on ``device``.
         record: also return a :class:`SearchHistory` (memory grows with the candidates drawn).
         device: default: the model's device (or the generator's, or CPU). dtype: working dtype.
-        **options: :class:`SamplerOptions` fields (diffusion, eta, time_grid) and the method's
+        **options: :class:`SamplerOptions` fields (diffusion, eta, time_grid, diffusion_path) and the method's
             options (see ``OPTIONS[method]``); unknown keys raise a TypeError.
     """
     t_start = time.perf_counter()
-    method = _check_method(method)
-    if not isinstance(mode, str) or mode not in MODES:
-        raise ValueError(f"unknown mode {mode!r}; use one of {', '.join(map(repr, MODES))}")
+    method = get_method(method)
+    if not (isinstance(mode, Sampler) or (isinstance(mode, str) and mode in MODES)):
+        raise ValueError(f"unknown mode {mode!r}; use one of {', '.join(map(repr, MODES))} or a search.Sampler")
     if not callable(model):
         raise TypeError(f"model must be callable as model(x, t) -> velocity, got {type(model).__name__}")
     if not callable(reward):
@@ -231,53 +236,24 @@ def run(
         raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
     if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
-    sampler, opts = build_options(method, options)
-    need = _minimum_budget(method, steps, opts)
-    if method in ("rbf", "rbf-strict", "rbf+dps"):
-        n0 = opts.initial_draws(budget, steps)
-        if budget < n0 + steps - 1:
-            raise ValueError(
-                f"budget {budget} cannot hold {method}'s {n0} initial draws and one draw per search step "
-                f"({steps - 1}): it needs at least {n0 + steps - 1} NFE per run; lower initial_particles or raise the "
-                f"budget (the smallest budget with these options is {need})"
-            )
-    elif budget < need:
-        raise ValueError(
-            f"budget {budget} is too small for method {method!r} with steps={steps}: it needs at least {need} NFE "
-            f"per run (see toyflow.search docs for the accounting)"
-        )
-    if method in _GRADIENT_METHODS:
+    sampler_options, opts = build_options(method, options)
+    sampler = resolve_sampler(mode, sampler_options, given=[k for k in options if k in SAMPLER_KEYS])
+    method.check_budget(budget, steps, opts)
+    if method.needs_gradients:
         from toyflow.rewards import check_differentiable
 
-        check_differentiable(reward, method)
+        check_differentiable(reward, method.name)
     device = _infer_device(model, generator, device)
 
-    ctx = Context(
-        model, reward, mode=mode, sampler=sampler, budget=budget, steps=steps, runs=runs, shape=shape,
+    ctx = SearchContext(
+        model, reward, sampler=sampler, budget=budget, steps=steps, runs=runs, shape=shape,
         generator=generator, device=device, dtype=dtype,
     )
     if record:
-        ctx.recorder = Recorder(runs, steps, _particles(method, budget, steps, opts), shape, ctx.times, dtype, device)
+        ctx.recorder = Recorder(runs, steps, method.particles(budget, steps, opts), shape, ctx.times, dtype, device)
 
     with torch.no_grad():
-        if method == "bon":
-            samples, rewards, selected = bon.run_bon(ctx)
-        elif method == "dps":
-            samples, rewards, selected = bon.run_bon(ctx, lam=opts.lam)
-        elif method == "smc":
-            samples, rewards, selected = smc.run_smc(ctx, opts)
-        elif method == "svdd":
-            samples, rewards, selected = svdd.run_blocks(ctx, opts.allocation, 1)
-        elif method == "code":
-            samples, rewards, selected = svdd.run_blocks(ctx, opts.allocation, opts.block)
-        elif method in ("rbf", "rbf-strict"):
-            samples, rewards, selected = rbf.run_rbf(ctx, opts)
-        elif method == "rbf+dps":
-            samples, rewards, selected = rbf.run_rbf(ctx, opts, lam=opts.lam)
-        elif method == "sop":
-            samples, rewards, selected = sop.run_sop(ctx, opts)
-        else:  # METHODS lists a name with no dispatch: a bug, never a silent fallback
-            raise ValueError(f"method {method!r} is listed but has no implementation")
+        samples, rewards, selected = check_output(method.run(ctx, opts), method, runs, shape)
 
     ctx.ledger.check()
     nfe_per_step = ctx.ledger.per_step.clone()
@@ -287,13 +263,14 @@ def run(
         rewards=rewards.detach(),
         nfe=ctx.ledger.spent.clone(),
         nfe_per_step=nfe_per_step,
-        method=method,
-        mode=mode,
+        method=method.name,
+        mode=sampler.name,
         budget=budget,
         steps=steps,
         wall_time=time.perf_counter() - t_start,
         history=history,
         options=opts,
-        sampler=sampler,
+        sampler=sampler_options if isinstance(mode, str) else sampler,
         discarded=ctx.ledger.discarded.clone(),
+        sampling=sampler,
     )

@@ -1,5 +1,5 @@
-"""Shared machinery of the search methods: the generation mode, the time grid, velocity
-evaluations charged to the ledger, x0_hat, the (affine) transition, reward checks.
+"""The engine under every search method: :class:`SearchContext` (the sampler's time grid, velocity
+evaluations charged to the ledger, x0_hat, the (affine) transition, reward checks).
 
 Every transition on the grid is affine in (x, u, z):
 
@@ -23,10 +23,9 @@ from toyflow import dynamics, interpolants
 from toyflow.rewards import check_reward_output
 from toyflow.search.budget import Ledger
 from toyflow.search.options import SamplerOptions
+from toyflow.search.sampler import MODES, Sampler, resolve_sampler
 
-__all__ = ["MODES", "Context"]
-
-MODES = ("linear-ode", "linear-sde", "vp-sde")
+__all__ = ["MODES", "SearchContext", "Context"]
 
 IntOrTensor = Union[int, Tensor]
 
@@ -43,22 +42,23 @@ def _reward_name(reward) -> str:
 
 
 class GridVelocity:
-    """The mode's velocity model evaluated at grid times: ``v(x, k) = u_{t_k}(x)``.
+    """The sampler's velocity model evaluated at grid times: ``v(x, k) = u_{t_k}(x)``.
 
-    "vp-sde" uses the scale-time conversion of the Linear-trained model to the VP path
-    (:class:`toyflow.interpolants.ConvertedVelocity`), with its per-time scalars precomputed on the
-    grid: u_vp(x, t_k) = (ds/s) x + s dt u_lin(x / s, t_src).
+    Where ``sampler.model_path != sampler.path`` (vp-sde: Linear -> VP) it uses the scale-time
+    conversion (:class:`toyflow.interpolants.ConvertedVelocity`), with its per-time scalars
+    precomputed on the grid: u_path(x, t_k) = (ds/s) x + s dt u_model(x / s, t_src).
     """
 
-    def __init__(self, model: Callable, mode: str, times64: Tensor, dtype, device):
+    def __init__(self, model: Callable, sampler: Sampler, times64: Tensor, dtype, device):
         self.model = model
         grid = times64[:-1]  # velocities are never needed at t_K = 0
-        if mode == "vp-sde":
-            conv = interpolants.ConvertedVelocity(model, interpolants.Linear(), interpolants.VP())
+        if sampler.converts:
+            conv = interpolants.ConvertedVelocity(model, sampler.model_path, sampler.path)
             t_src, s, dt, ds = conv.source_time_and_scale(grid)
             table = torch.stack([t_src, 1.0 / s, ds / s, s * dt], 1)
             if not bool(torch.isfinite(table).all()):
-                raise ValueError("the Linear -> VP conversion is not finite on this time grid (t = 0 in the grid?)")
+                raise ValueError(f"the {sampler.model_path!r} -> {sampler.path!r} conversion is not finite on this "
+                                 "time grid (t = 0 in the grid?)")
             self.converted = True
         else:
             table = grid[:, None]
@@ -96,16 +96,39 @@ class GridVelocity:
         return tab[:, 2].view(view) * x + tab[:, 3].view(view) * self._model(x * tab[:, 1].view(view), tab[:, 0])
 
 
-class Context:
-    """One search call: mode, grid, ledger, random numbers, reward and (optionally) the recorder."""
+class SearchContext:
+    """One search call as a method sees it: the sampler's grid, the NFE ledger, random numbers, rewards.
+
+    A :class:`~toyflow.search.Method` writes its algorithm with these primitives (grid index k:
+    t_k = ``times[k]``, k = 0 .. K, t_0 = 1 noise, t_K = 0 data; a batch of B rows is run-major,
+    B = runs * n, row b belongs to run b // n):
+
+    - ``runs`` (R), ``steps`` (K), ``budget`` (NFE per run), ``shape`` (one sample), ``times``
+      (K + 1,), ``sampler`` (the :class:`~toyflow.search.Sampler`), ``device``, ``dtype``, ``generator``.
+    - ``noise(*lead)``: standard normal (*lead, *shape); ``uniform(*size)``: U[0, 1). Every random
+      number comes from the call's generator (same seed, same result).
+    - ``velocity(x, k, run=None)``: u_{t_k}(x), the only call of the model; charges 1 NFE per row
+      to its run (``BudgetExceeded`` past the budget). ``k`` an int, or (B,) per row.
+    - ``x0(x, u, k)``: x0_hat = p_k x + q_k u (Tweedie from the velocity at t_k).
+    - ``reward(x0)``: r(x0) (B,), checked (shape, finite); free (rewards are not NFE).
+    - ``step(x, u, k, z=None)``: the transition t_k -> t_{k+1}, a_k x + b_k u + c_k z; pass
+      ``z = noise(B)`` where ``needs_noise(k)`` (c_k != 0: SDE steps before the last). The last step
+      (k = K - 1, to t_K = 0) is the deterministic x0_hat step and needs no velocity of its own.
+    - ``guided(x, k)``: (u, x0_hat, reward, grad_x reward) through the model, for methods with
+      ``needs_gradients``; ``h(k, x)``: step length t_k - t_{k+1}; ``renoise(x, k_from, k_to, z)``:
+      the interpolant's forward kernel up to the noisier t_{k_to}.
+    - ``ledger``: ``spent`` (R,), ``left`` (R,), ``per_step`` (R, K); ``recorder``: the
+      :class:`~toyflow.search.result.Recorder` when ``record=True``, else None.
+
+    ``sampler``: a :class:`~toyflow.search.Sampler`, or :class:`SamplerOptions` with a preset ``mode``.
+    """
 
     def __init__(
         self,
         model: Callable,
         reward: Callable,
         *,
-        mode: str,
-        sampler: SamplerOptions,
+        sampler: Union[Sampler, SamplerOptions],
         budget: int,
         steps: int,
         runs: int,
@@ -113,16 +136,22 @@ class Context:
         generator: Optional[torch.Generator],
         device,
         dtype,
+        mode: Optional[str] = None,
     ):
-        self.model, self.reward_fn, self.mode = model, reward, mode
+        if not isinstance(sampler, Sampler):
+            if mode is None:
+                raise ValueError("SearchContext got SamplerOptions without a mode; pass mode='vp-sde' (a preset) or a "
+                                 "search.Sampler as sampler=")
+            sampler = resolve_sampler(mode, sampler)
+        self.model, self.reward_fn, self.sampler, self.mode = model, reward, sampler, sampler.name
         self.reward_name = _reward_name(reward)
         self.budget, self.K, self.R, self.shape = budget, steps, runs, tuple(shape)
         self.generator, self.device, self.dtype = generator, device, dtype
-        self.sde = mode != "linear-ode"
-        self.schedule = interpolants.VP() if mode == "vp-sde" else interpolants.Linear()
+        self.sde = sampler.sde
+        self.schedule = sampler.path
         times64 = dynamics.time_grid(sampler.time_grid, steps, dtype=torch.float64, schedule=self.schedule)
         self.times = times64.to(dtype=dtype, device=device)
-        self.velocity_model = GridVelocity(model, mode, times64, dtype, device)
+        self.velocity_model = GridVelocity(model, sampler, times64, dtype, device)
         self.ledger = Ledger(runs, steps, budget, device=device)
         self.recorder = None
 
@@ -133,8 +162,7 @@ class Context:
         if self.sde:
             # g in the time of diffusion_path (None: the sampling path's own), moved to the sampling path
             # at equal noise level (the same eta ratio g^2 / g^2_DDPM); identity when the paths coincide
-            g_path = dynamics.check_diffusion_path(sampler.diffusion_path)
-            g_path = self.schedule if g_path is None else g_path
+            g_path = self.schedule if sampler.diffusion_path is None else sampler.diffusion_path
             g_of_t = dynamics.diffusion_schedule(sampler.diffusion, float(sampler.eta), g_path)
             g = dynamics.transport_diffusion(g_of_t, g_path, self.schedule)(t)
         one, zero = torch.ones(K, 1, dtype=torch.float64), torch.zeros(K, 1, dtype=torch.float64)
@@ -146,10 +174,20 @@ class Context:
         h = t - tn
         table = torch.stack([a, b, c, p, q, h], 1)
         if not bool(torch.isfinite(table).all()):
-            raise ValueError(f"the {mode} transition is not finite on this time grid; check diffusion and eta")
+            raise ValueError(f"the {sampler.name} transition is not finite on this time grid; check diffusion and eta")
         self.coef = table.to(dtype=dtype, device=device)
         self.coef_rows = [[float(v) for v in row] for row in table]
         self.stochastic = [row[2] != 0.0 for row in self.coef_rows]  # does step k use noise?
+
+    @property
+    def runs(self) -> int:
+        """R, the independent runs advanced together."""
+        return self.R
+
+    @property
+    def steps(self) -> int:
+        """K, the grid steps (t_0 = 1 ... t_K = 0)."""
+        return self.K
 
     def tick_table(self) -> Tensor:
         """(K, 6 + V) rows for a transition from grid index k: [a_k, b_k, c_k, h_k, p_{k+1}, q_{k+1}]
@@ -267,3 +305,7 @@ class Context:
     def run_rows(self, n: int) -> Tensor:
         """(R * n,) run index of each row in a run-major layout."""
         return torch.arange(self.R, device=self.device).repeat_interleave(n)
+
+
+#: the name the methods used before the protocol was public
+Context = SearchContext

@@ -18,8 +18,10 @@ from typing import Optional
 import torch
 
 from toyflow.search._core import Context
+from toyflow.search.method import Method, register
+from toyflow.search.options import BoNOptions
 
-__all__ = ["minimum_budget", "run_bon"]
+__all__ = ["minimum_budget", "run_bon", "BestOfN"]
 
 
 def minimum_budget(steps: int) -> int:
@@ -59,3 +61,17 @@ def run_bon(ctx: Context, lam: Optional[float] = None):
         slots = rec.candidates(K, xs, r)
         rec.accept(K, slots, torch.nn.functional.one_hot(best, N).bool())
     return xs[ar, best], r[ar, best], best
+
+
+@register
+class BestOfN(Method):
+    """Best-of-N: N = budget // steps independent trajectories, the best final reward is returned."""
+
+    name = "bon"
+    options = BoNOptions
+
+    def particles(self, budget: int, steps: int, opts) -> int:
+        return budget // steps
+
+    def run(self, ctx: Context, opts: BoNOptions):
+        return run_bon(ctx)

@@ -14,7 +14,22 @@ over the *search steps* (the transitions t_{k-1} -> t_k, k = 1 .. K - 1, whose c
 evaluated at t_k: there are ``K - 1`` of them). CoDe asks for every step of a block and runs
 (sum of the quotas) // L paths through it.
 
-A new scheme is a small class::
+A new scheme is a small class. It may read the search's state (:class:`AllocationState`: per
+run the step, its grid time, budget left and spent, the best reward so far, and what the previous
+step drew, accepted and was granted) and return an int or an (R,) tensor, honoured run by run::
+
+    class StallBoost(AllocationScheme):
+        '''An even share of what is left; twice that after a step that found no improvement.'''
+
+        def quota(self, state):
+            share = state.budget_left // (state.steps - state.step)
+            return torch.where(state.accepted, share, 2 * share)
+
+    search.run("svdd", model, reward, budget=200, shape=(2,), allocation=StallBoost())
+    search.run("rbf", model, reward, budget=200, shape=(2,), allocation=Rollover(StallBoost()))
+
+Schemes that only need the counters may keep the older form ``quota(step, steps, budget_left,
+spent)`` (one int step for all runs given; the methods then precompute nothing about rewards)::
 
     class FrontLoaded(AllocationScheme):
         '''Half of the search budget at the first search step, the rest spread evenly.'''
@@ -31,12 +46,15 @@ A new scheme is a small class::
 Whatever a scheme returns, the method clamps it to ``[1, budget_left - (steps - 1 - step)]``: each
 search step gets at least one candidate (a path cannot advance otherwise) and one NFE stays
 reserved for every later step, so no run ever exceeds its budget. SVDD and CoDe spend their whole
-quota; RBF may stop early, and only ``Rollover(...)`` hands the leftover to later steps (with a
-plain scheme it is lost).
+quota; RBF may stop early, and only ``Rollover(...)`` hands the leftover to later steps: a plain
+scheme given to RBF is an error unless ``rollover=True`` (RBF wraps it) or ``rollover=False``
+(the leftover is dropped, explicitly).
 """
 
 from __future__ import annotations
 
+import inspect
+from dataclasses import dataclass
 from typing import Optional, Union
 
 import numpy as np
@@ -51,6 +69,7 @@ __all__ = [
     "Uniform",
     "LinearDecay",
     "Rollover",
+    "AllocationState",
     "clamp_quota",
     "as_quota",
 ]
@@ -155,24 +174,100 @@ def as_quota(q, like: Tensor) -> Tensor:
     return q.to(torch.int64).expand(like.shape).clone()
 
 
+@dataclass(frozen=True)
+class AllocationState:
+    """What an allocation scheme sees when search steps start: one entry per run, all (R,).
+
+    - ``step`` int64: the search step each run is about to start (0 .. steps - 1); its candidates
+      are evaluated at grid time ``t`` = t_{step + 1}.
+    - ``steps``: the number of search steps (K - 1), an int.
+    - ``budget_left`` / ``spent`` int64: search NFE not yet spent / spent by earlier steps (the
+      initial draws at t = 1 excluded); their sum is the run's search budget (:attr:`total`).
+    - ``best_reward``: the best x0_hat reward so far (RBF: the reward a candidate must beat).
+    - ``drawn`` int64: candidates the previous step drew (at step 0: the initial draws).
+    - ``accepted`` bool: the previous step's kept candidate beat the best reward before it (RBF:
+      it stopped early); False at step 0.
+    - ``granted`` int64: the quota the previous step was given, after clamping (at step 0: the
+      initial draws); ``granted - drawn`` is what it left unused (what :class:`Rollover` hands on).
+    """
+
+    step: Tensor
+    steps: int
+    t: Tensor
+    budget_left: Tensor
+    spent: Tensor
+    best_reward: Tensor
+    drawn: Tensor
+    accepted: Tensor
+    granted: Tensor
+
+    @property
+    def total(self) -> Tensor:
+        """(R,) the run's search budget, ``budget_left + spent``."""
+        return self.budget_left + self.spent
+
+
+_READS_STATE: dict = {}
+
+
+def _quota_reads_state(cls) -> bool:
+    """True when ``cls.quota`` is written as ``quota(self, state)`` (one required argument)."""
+    if cls not in _READS_STATE:
+        params = list(inspect.signature(cls.quota).parameters.values())[1:]
+        positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        required = [p for p in positional if p.default is p.empty]
+        _READS_STATE[cls] = len(required) == 1 and not any(p.kind is p.VAR_POSITIONAL for p in params)
+    return _READS_STATE[cls]
+
+
+def _counters(scheme, args: tuple) -> tuple:
+    """(step, steps, budget_left, spent) from ``quota(step, steps, budget_left, spent)``'s arguments
+    or from ``quota(state)`` (an :class:`AllocationState`; step an int when all runs share it)."""
+    if len(args) == 1 and isinstance(args[0], AllocationState):
+        st = args[0]
+        return st.step, st.steps, st.budget_left, st.spent
+    if len(args) != 4:
+        raise TypeError(f"{type(scheme).__name__}.quota takes an AllocationState, or (step, steps, budget_left, spent)")
+    return args
+
+
 class AllocationScheme:
     """How many NFE each run may spend at each search step (or block).
 
-    Implement :meth:`quota`. It receives the search-step index ``step`` (0 .. steps - 1), the number
-    of search steps ``steps``, and per run ``budget_left`` (search NFE not yet spent) and ``spent``
-    (search NFE spent by earlier steps), both (R,) int64; it returns an int or an (R,) tensor.
-    ``budget_left + spent`` is the run's whole search budget.
+    Implement :meth:`quota`. Written as ``quota(self, state)`` it receives an
+    :class:`AllocationState` (step, steps, t, budget_left, spent, best_reward, drawn, accepted,
+    granted, one entry per run) and returns an int or an (R,) tensor of quotas, honoured run by run.
+    The counters-only form ``quota(self, step, steps, budget_left, spent)`` (``step`` an int,
+    ``budget_left`` and ``spent`` (R,) int64) still works; the methods then call it once per
+    distinct step.
     """
 
-    def quota(self, step: int, steps: int, budget_left: Tensor, spent: Tensor) -> IntOrTensor:  # pragma: no cover
-        raise NotImplementedError(f"{type(self).__name__} must implement quota(step, steps, budget_left, spent)")
+    def quota(self, state: AllocationState) -> IntOrTensor:  # pragma: no cover
+        raise NotImplementedError(f"{type(self).__name__} must implement quota(self, state) (an AllocationState)")
+
+    @property
+    def reads_state(self) -> bool:
+        """Whether :meth:`quota` needs the whole :class:`AllocationState` (written as
+        ``quota(self, state)``). False for the built-in fixed splits: the methods then use their
+        precomputed tables."""
+        return _quota_reads_state(type(self))
+
+    def quota_of(self, state: AllocationState) -> Tensor:
+        """(R,) int64 quotas for ``state``, whichever form :meth:`quota` is written in."""
+        if self.reads_state:
+            return as_quota(self.quota(state), state.spent)
+        return self.quotas(state.step, state.steps, state.budget_left, state.spent)
 
     def quotas(self, step: Tensor, steps: int, budget_left: Tensor, spent: Tensor) -> Tensor:
         """Quotas when runs sit at different search steps: ``step`` (R,) long -> (R,) int64.
 
         The default calls :meth:`quota` once per distinct step on the runs at that step; built-in
-        schemes override it with a vectorized version.
+        schemes override it with a vectorized version. A scheme that reads the state has no
+        counters-only form: the methods call :meth:`quota_of` with an :class:`AllocationState`.
         """
+        if self.reads_state:
+            raise TypeError(f"{type(self).__name__}.quota reads the search state (quota(self, state)); call it with an "
+                            "AllocationState (scheme.quota_of(state)), not with counters")
         out = torch.zeros_like(spent)
         for s in torch.unique(step).tolist():
             m = step == s
@@ -227,7 +322,11 @@ class StaticAllocation(AllocationScheme):
         c = torch.floor(total.to(torch.float64)[:, None].cpu() * cw[None] + 1e-9).to(torch.int64)
         return c.to(total.device)
 
-    def quota(self, step: int, steps: int, budget_left: Tensor, spent: Tensor) -> Tensor:
+    def quota(self, *args) -> Tensor:
+        """``quota(state)`` or ``quota(step, steps, budget_left, spent)``: the fixed split's share."""
+        step, steps, budget_left, spent = _counters(self, args)
+        if torch.is_tensor(step):
+            return self.quotas(step, steps, budget_left, spent)
         c = self.cumulative(steps, budget_left + spent)
         return c[:, step + 1] - c[:, step]
 
@@ -313,7 +412,20 @@ class Rollover(AllocationScheme):
         plan = self.base.plan(steps, total)
         return torch.cat([torch.zeros_like(total)[:, None], torch.cumsum(plan, 1)], 1)
 
-    def quota(self, step: int, steps: int, budget_left: Tensor, spent: Tensor) -> Tensor:
+    @property
+    def reads_state(self) -> bool:
+        return self.base.reads_state
+
+    def quota(self, *args) -> Tensor:
+        """``quota(state)`` or ``quota(step, steps, budget_left, spent)``. A base that reads the state
+        gets ``base.quota(state) + (granted - drawn)``: the previous step's leftover (which already
+        holds the older ones); otherwise the base's plan up to this step minus what was spent."""
+        if len(args) == 1 and isinstance(args[0], AllocationState) and self.base.reads_state:
+            st = args[0]
+            return self.base.quota_of(st) + (st.granted - st.drawn).clamp_min(0)
+        step, steps, budget_left, spent = _counters(self, args)
+        if torch.is_tensor(step):
+            return self.quotas(step, steps, budget_left, spent)
         c = self._cumulative(steps, budget_left + spent)
         return (c[:, step + 1] - spent).clamp_min(0)
 

@@ -8,8 +8,6 @@ where we could not check it), the docstring says "toyflow's choice".
 
 from __future__ import annotations
 
-import dataclasses
-from types import MappingProxyType
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Union
@@ -203,8 +201,13 @@ class RBFOptions:
       candidate: draw every NFE left and keep the best, so every run spends its whole budget
       (``res.nfe == budget``). Official code: True (default). The paper's text: False.
     - ``allocation``: per-step quota; default ``Rollover(Uniform())`` (uniform base quota, unused
-      NFE roll over to the next step). A scheme that is not a :class:`~toyflow.search.budget.Rollover`
-      is used as given (no rollover).
+      NFE roll over to the next step). The scheme may read the search state
+      (:class:`~toyflow.search.budget.AllocationState`: best reward, what the last step drew and
+      accepted, ...).
+    - ``rollover``: what happens to the quota a step leaves unused with a scheme that is not a
+      :class:`~toyflow.search.budget.Rollover`: None (default) makes that an error (RBF stops at the
+      first improvement, so a plain scheme would silently lose it); True wraps the scheme in
+      ``Rollover(...)``; False drops the leftover, explicitly.
     - ``proposals_per_tick``: how many of its next proposals a run evaluates in one model call
       (speed only; the same algorithm). The paper draws one at a time and stops at the first that
       improves; a chunk of m draws evaluated together is read in draw order, the NFE ledger charges
@@ -226,6 +229,7 @@ class RBFOptions:
     initial_particles: Optional[int] = None
     spend_rest_at_last_step: bool = True
     allocation: AllocationScheme = field(default_factory=lambda: Rollover(Uniform()))
+    rollover: Optional[bool] = None
     proposals_per_tick: Optional[int] = None
     discard_share: float = 0.5
 
@@ -243,6 +247,26 @@ class RBFOptions:
         if not isinstance(self.spend_rest_at_last_step, bool):
             raise TypeError(f"spend_rest_at_last_step must be True or False, got {self.spend_rest_at_last_step!r}")
         _allocation(self.allocation)
+        self._check_rollover()
+
+    def _check_rollover(self) -> None:
+        """A plain scheme gets the rollover explicitly (``rollover=True``: wrapped) or is an error."""
+        if self.rollover not in (None, True, False):
+            raise TypeError(f"rollover must be None, True or False, got {self.rollover!r}")
+        if isinstance(self.allocation, Rollover):
+            if self.rollover is False:
+                raise ValueError(f"allocation={self.allocation!r} rolls the leftovers over but rollover=False; pass the "
+                                 f"base scheme itself (allocation={self.allocation.base!r}, rollover=False) to drop them")
+            return
+        if self.rollover is None:
+            a = self.allocation
+            raise ValueError(
+                f"RBF stops a step at the first improving candidate, so allocation={a!r} would lose the quota a step "
+                f"leaves unused; pass allocation=Rollover({a!r}) (or rollover=True) to hand it to the next step, as "
+                "the paper's RBF does, or rollover=False to drop it"
+            )
+        if self.rollover:
+            object.__setattr__(self, "allocation", Rollover(self.allocation))
 
     def initial_draws(self, budget: int, steps: int) -> int:
         """The number of initial noises a run draws at this budget and number of steps."""
@@ -288,35 +312,25 @@ class RBFDPSOptions(RBFOptions):
         _positive_float("lam", self.lam)
 
 
-OPTIONS = MappingProxyType({
-    "bon": BoNOptions,
-    "sop": SoPOptions,
-    "smc": SMCOptions,
-    "svdd": SVDDOptions,
-    "code": CoDeOptions,
-    "rbf": RBFOptions,
-    "rbf-strict": RBFStrictOptions,
-    "dps": DPSOptions,
-    "rbf+dps": RBFDPSOptions,
-})
+def __getattr__(name: str):
+    """``OPTIONS``: name -> options dataclass of every registered method (a live view, see
+    :mod:`toyflow.search.method`)."""
+    if name == "OPTIONS":
+        from toyflow.search.method import OPTIONS
+
+        return OPTIONS
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def valid_keys(method: str) -> list[str]:
-    """Option names ``run(method, ...)`` accepts: the sampler's and the method's."""
-    return [f.name for f in dataclasses.fields(SamplerOptions)] + [f.name for f in dataclasses.fields(OPTIONS[method])]
+def valid_keys(method) -> list[str]:
+    """Option names ``run(method, ...)`` accepts: the sampler's and the method's (a name or a Method)."""
+    from toyflow.search.method import valid_keys as keys
+
+    return keys(method)
 
 
-def build_options(method: str, options: dict) -> tuple[SamplerOptions, Any]:
+def build_options(method, options: dict) -> tuple[SamplerOptions, Any]:
     """Split ``options`` into (SamplerOptions, the method's options); unknown keys -> TypeError."""
-    sampler_keys = {f.name for f in dataclasses.fields(SamplerOptions)}
-    cls = OPTIONS[method]
-    method_keys = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(options) - sampler_keys - method_keys)
-    if unknown:
-        valid = ", ".join(valid_keys(method))
-        raise TypeError(
-            f"unknown option{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} for method {method!r}; "
-            f"valid options: {valid}"
-        )
-    sampler = SamplerOptions(**{k: v for k, v in options.items() if k in sampler_keys})
-    return sampler, cls(**{k: v for k, v in options.items() if k in method_keys})
+    from toyflow.search.method import build_options as build
+
+    return build(method, options)

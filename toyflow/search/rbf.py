@@ -41,10 +41,11 @@ import torch
 from torch import Tensor
 
 from toyflow.search._core import Context
-from toyflow.search.budget import clamp_quota
+from toyflow.search.budget import AllocationState, clamp_quota
+from toyflow.search.method import Method, register
 from toyflow.search.options import RBFOptions
 
-__all__ = ["minimum_budget", "run_rbf"]
+__all__ = ["minimum_budget", "run_rbf", "RBF"]
 
 # proposals_per_tick=None: chunk widths keep the expected discarded draws per charged draw near
 # RBFOptions.discard_share, and a model call holds at most CHUNK_MAX_ROWS x runs rows
@@ -124,18 +125,31 @@ def _search_steps(ctx: Context, opts: RBFOptions, lam: Optional[float], H: Tenso
     spend_rest = opts.spend_rest_at_last_step
     ones = (1,) * len(shape)
     search_total = ctx.budget - n0
-    base_quota = opts.allocation.for_total(S, search_total, device=dev)
+    reads_state = opts.allocation.reads_state  # else: the scheme's precomputed table of counters
+    base_quota = None if reads_state else opts.allocation.for_total(S, search_total, device=dev)
     tab = ctx.tick_table()  # row k: step t_k -> t_{k+1}, then x0_hat and velocity rows of t_{k+1}
     W = tab.shape[1]
 
     def to_torch(a: np.ndarray) -> Tensor:
         return torch.from_numpy(a).to(dev)
 
-    base_quota_np = opts.allocation.for_total_numpy(S, search_total)
+    base_quota_np = None if reads_state else opts.allocation.for_total_numpy(S, search_total)
+
+    def state_at(k_now: np.ndarray) -> AllocationState:
+        """The AllocationState of every run about to start search step k_now (copies: the scheme may keep it)."""
+        drawn = np.where(k_now == 0, n0, per_step[runs, k_now])  # the previous step's draws (step 0: the initial ones)
+        return AllocationState(
+            step=to_torch(k_now.copy()), steps=S, t=ctx.times.index_select(0, to_torch(k_now + 1)),
+            budget_left=to_torch(search_total - spent), spent=to_torch(spent.copy()),
+            best_reward=to_torch(best.copy()).to(ctx.dtype), drawn=to_torch(drawn), accepted=to_torch(accepted.copy()),
+            granted=to_torch(granted.copy()),
+        )
 
     def quota_for(k_now: np.ndarray) -> np.ndarray:
         """Clamped quota of the search step each run is about to start (k_now < S)."""
-        if base_quota_np is not None:
+        if reads_state:
+            q = opts.allocation.quota_of(state_at(k_now)).cpu().numpy()
+        elif base_quota_np is not None:
             q = base_quota_np(k_now, spent)
         else:
             q = base_quota(to_torch(k_now), to_torch(spent)).cpu().numpy()
@@ -151,7 +165,10 @@ def _search_steps(ctx: Context, opts: RBFOptions, lam: Optional[float], H: Tenso
     k = np.zeros(R, dtype=np.int64)  # grid index of each held particle (S: done)
     r_np = r.detach().to(torch.float64).cpu().numpy()  # float64 holds every reward dtype exactly
     best = r_np.copy()  # best reward on the path so far
+    accepted = np.zeros(R, dtype=bool)  # did the previous step accept early (for schemes that read the state)
+    granted = np.full(R, n0, dtype=np.int64)  # the previous step's quota (step 0: the initial draws)
     remaining = quota_for(k)  # draws the current step may still make (0 once done)
+    granted = remaining.copy()
     if rec is not None:
         rec.set_quota(None, 1, to_torch(remaining))
     sb_r = np.full(R, -np.inf)  # the step's best draw so far
@@ -285,11 +302,39 @@ def _search_steps(ctx: Context, opts: RBFOptions, lam: Optional[float], H: Tenso
             break
         # a new quota for runs starting a step (unused quota is not carried here: the allocation
         # decides, Rollover adds it back); none for finished runs
+        if reads_state:
+            accepted = np.where(fin, imp, accepted)
         remaining = np.where(fin & ~done, quota_for(np.minimum(k, S - 1)), remaining)
         remaining[done] = 0
+        if reads_state:
+            granted = np.where(fin & ~done, remaining, granted)
         if rec is not None:
             go = np.nonzero(fin & ~done)[0]
             rec.set_quota(to_torch(go), to_torch(k[go] + 1), to_torch(remaining[go]))
     ctx.ledger.charge_table(to_torch(per_step))
     ctx.ledger.discarded += to_torch(discarded)
     return H, to_torch(r_np).to(ctx.dtype)
+
+
+@register
+class RBF(Method):
+    """Rollover Budget Forcing as the official code runs it: n0 initial draws, first improvement
+    accepted, unused quota rolled over, the rest of the budget spent at the last search step."""
+
+    name = "rbf"
+    options = RBFOptions
+
+    def minimum_budget(self, steps: int, opts: RBFOptions) -> int:
+        return minimum_budget(steps, opts)
+
+    def check_budget(self, budget: int, steps: int, opts: RBFOptions) -> None:
+        n0 = opts.initial_draws(budget, steps)
+        if budget < n0 + steps - 1:
+            raise ValueError(
+                f"budget {budget} cannot hold {self.name}'s {n0} initial draws and one draw per search step "
+                f"({steps - 1}): it needs at least {n0 + steps - 1} NFE per run; lower initial_particles or raise the "
+                f"budget (the smallest budget with these options is {self.minimum_budget(steps, opts)})"
+            )
+
+    def run(self, ctx: Context, opts: RBFOptions):
+        return run_rbf(ctx, opts)

@@ -138,7 +138,9 @@ class SearchResult:
     by each run (<= budget), ``nfe_per_step`` (R, K) int64 with ``nfe == nfe_per_step.sum(1)``
     (column k counts the velocity evaluations at grid time t_k), ``history`` (a
     :class:`SearchHistory` when ``record=True``, else None). ``options`` holds the method's options
-    dataclass and ``sampler`` the :class:`~toyflow.search.options.SamplerOptions` used.
+    dataclass and ``sampler`` the :class:`~toyflow.search.options.SamplerOptions` used (the
+    :class:`~toyflow.search.Sampler` itself when one was given as ``mode``); ``sampling`` is the
+    Sampler that ran (path, model conversion, diffusion, eta, time grid), ``mode`` its name.
     ``discarded`` (R,) int64: model evaluations made but never used, not NFE (RBF evaluates chunks
     of proposals and discards those after the accepted one; zero for the other methods).
     """
@@ -156,6 +158,7 @@ class SearchResult:
     options: Any = None
     sampler: Any = None
     discarded: Optional[Tensor] = None
+    sampling: Any = None
 
     @property
     def runs(self) -> int:

@@ -17,9 +17,10 @@ import torch
 from torch import Tensor
 
 from toyflow.search._core import Context
+from toyflow.search.method import Method, register
 from toyflow.search.options import SMCOptions
 
-__all__ = ["minimum_budget", "run_smc", "resample_indices"]
+__all__ = ["minimum_budget", "run_smc", "resample_indices", "SMC"]
 
 
 def minimum_budget(steps: int) -> int:
@@ -107,3 +108,17 @@ def run_smc(ctx: Context, opts: SMCOptions):
         slots = rec.candidates(K, x, r)
         rec.accept(K, slots, torch.nn.functional.one_hot(sel, N).bool())
     return x[ar[:, 0], sel], r[ar[:, 0], sel], sel
+
+
+@register
+class SMC(Method):
+    """Sequential Monte Carlo: N = budget // steps weighted particles, resampled when the ESS is low."""
+
+    name = "smc"
+    options = SMCOptions
+
+    def particles(self, budget: int, steps: int, opts: SMCOptions) -> int:
+        return budget // steps
+
+    def run(self, ctx: Context, opts: SMCOptions):
+        return run_smc(ctx, opts)

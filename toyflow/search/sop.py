@@ -20,9 +20,10 @@ from __future__ import annotations
 import torch
 
 from toyflow.search._core import Context
+from toyflow.search.method import Method, register
 from toyflow.search.options import SoPOptions
 
-__all__ = ["start_index", "cost", "minimum_budget", "branch_for", "run_sop"]
+__all__ = ["start_index", "cost", "minimum_budget", "branch_for", "run_sop", "SearchOverPaths"]
 
 
 def start_index(steps: int, opts: SoPOptions) -> int:
@@ -107,3 +108,20 @@ def run_sop(ctx: Context, opts: SoPOptions):
     xs = x.view((R, N) + shape)
     sel = r.argmax(1)
     return xs[ar[:, 0], sel], r[ar[:, 0], sel], sel
+
+
+@register
+class SearchOverPaths(Method):
+    """SoP: N paths, re-noised and denoised in M copies each per iteration, the N best kept."""
+
+    name = "sop"
+    options = SoPOptions
+
+    def minimum_budget(self, steps: int, opts: SoPOptions) -> int:
+        return minimum_budget(steps, opts)
+
+    def particles(self, budget: int, steps: int, opts: SoPOptions) -> int:
+        return opts.paths
+
+    def run(self, ctx: Context, opts: SoPOptions):
+        return run_sop(ctx, opts)

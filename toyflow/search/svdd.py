@@ -21,9 +21,11 @@ from __future__ import annotations
 import torch
 
 from toyflow.search._core import Context
-from toyflow.search.budget import AllocationScheme, as_quota
+from toyflow.search.budget import AllocationScheme, AllocationState, as_quota
+from toyflow.search.method import Method, register
+from toyflow.search.options import SVDDOptions
 
-__all__ = ["minimum_budget", "run_blocks"]
+__all__ = ["minimum_budget", "run_blocks", "SVDD"]
 
 
 def minimum_budget(steps: int) -> int:
@@ -51,6 +53,10 @@ def run_blocks(ctx: Context, allocation: AllocationScheme, block: int = 1):
 
     initial = 1
     search_total = ctx.budget - initial
+    reads_state = allocation.reads_state
+    if reads_state:  # what a scheme reading the state sees of the previous step (step 0: the initial draw)
+        best_r, prev_acc = r.clone(), torch.zeros(R, dtype=torch.bool, device=dev)
+        prev_drawn = prev_granted = torch.ones(R, dtype=torch.int64, device=dev)
     blocks = [(j0, min(j0 + block, S)) for j0 in range(0, S, block)]
     for j0, j1 in blocks:
         L = j1 - j0
@@ -59,7 +65,16 @@ def run_blocks(ctx: Context, allocation: AllocationScheme, block: int = 1):
         # the block's quota: its steps' quotas, each asked as if the steps before spent theirs
         q, sp = torch.zeros_like(spent), spent
         for j in range(j0, j1):
-            qj = as_quota(allocation.quota(j, S, search_total - sp, sp), sp).clamp_min(0)
+            if reads_state:
+                state = AllocationState(
+                    step=torch.full((R,), j, dtype=torch.int64, device=dev), steps=S, t=ctx.times[j + 1].expand(R),
+                    budget_left=search_total - sp, spent=sp.clone(), best_reward=best_r.clone(), drawn=prev_drawn,
+                    accepted=prev_acc,
+                    granted=prev_granted)
+                qj = allocation.quota_of(state).clamp_min(0)
+                prev_drawn = prev_granted = qj
+            else:
+                qj = as_quota(allocation.quota(j, S, search_total - sp, sp), sp).clamp_min(0)
             q, sp = q + qj, sp + qj
         hi = (left - (S - j1)) // L  # keep one NFE for every later search step
         M = torch.maximum(torch.minimum(q // L, hi), torch.ones_like(q))
@@ -90,6 +105,9 @@ def run_blocks(ctx: Context, allocation: AllocationScheme, block: int = 1):
         best = ry.argmax(1)
         pick = ar * Mmax + best
         x, u, x0, r = y[pick], uy[pick], y0[pick], ry[ar, best]
+        if reads_state:
+            prev_acc, best_r = r > best_r, torch.maximum(best_r, r)
+            prev_drawn = prev_granted = M
         if rec is not None:
             chosen = torch.nn.functional.one_hot(best, Mmax).bool() & mask
             for i, (py, pu) in enumerate(path):
@@ -108,3 +126,14 @@ def run_blocks(ctx: Context, allocation: AllocationScheme, block: int = 1):
         rec.accept(K, slots, one)
         rec.hold(K, xK[:, None], xK[:, None], rK[:, None])
     return xK, rK, torch.zeros(R, dtype=torch.int64, device=dev)
+
+
+@register
+class SVDD(Method):
+    """SVDD: M = quota candidates from the current particle at every search step, the best kept."""
+
+    name = "svdd"
+    options = SVDDOptions
+
+    def run(self, ctx: Context, opts: SVDDOptions):
+        return run_blocks(ctx, opts.allocation, 1)
