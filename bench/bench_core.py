@@ -1,4 +1,4 @@
-"""Flow-core benchmarks (issue 2). Run:  python bench/bench_core.py  (figures go to bench/RESULTS.md by hand).
+"""Flow-core benchmarks. Run:  python bench/bench_core.py  (figures go to bench/RESULTS.md by hand).
 
 1. 2D time-to-quality: the default `toyflow train 2d --dataset 8gaussians` configuration, 3 seeds:
    training wall time and energy distance of 10,000 samples (100-step Euler ODE) to 10,000 held-out points.

@@ -1,4 +1,4 @@
-"""MNIST figures for bench/RESULTS.md (issue 4). Run:  python bench/bench_mnist.py [--data-dir ../shared/data/mnist]
+"""MNIST figures for bench/RESULTS.md. Run:  python bench/bench_mnist.py [--data-dir ../shared/data/mnist]
 [--flow CHECKPOINT --quality-only] [--seed S] [--steps 20] [--time-grid uniform] [--mode linear-ode]
 
 - classifier accuracy on data they did not train on (reward: train5k; evaluator: t10k);

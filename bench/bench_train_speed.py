@@ -3,7 +3,7 @@
 Run:  python bench/bench_train_speed.py [--steps 10] [--rounds 3] [--layout shipped|v5|v4]
 
 ``--layout shipped`` (default) builds the UNet from the shipped ``mnist-flow`` config (its extra
-blocks and attention included); ``v5`` is the 2.41 M-parameter layout shipped until session 6
+blocks and attention included); ``v5`` is the 2.41 M-parameter layout shipped before the distilled flow
 (``extra_blocks=(0, 1)``, attention); ``v4`` is ``UNet()``, the 2.05 M-parameter layout of the v2-v4 flows.
 
 Times the real training loop (``toyflow.train.train_flow``: autocast, loss, backward, clipping,
@@ -25,7 +25,7 @@ from toyflow.train import TrainConfig, train_flow
 def make_unet(layout: str) -> UNet:
     if layout == "v4":
         return UNet()
-    if layout == "v5":  # the flow shipped until session 6
+    if layout == "v5":  # the flow shipped before the distilled one
         return UNet(extra_blocks=(0, 1), mid_attention=True)
     if layout == "shipped":
         return UNet(**pretrained.info("mnist-flow")["arch_config"])

@@ -1,4 +1,4 @@
-"""Adversarial battery of the ``toyflow`` command and the checkpoint / training-state code (issue 15).
+"""Adversarial battery of the ``toyflow`` command and the checkpoint / training-state code.
 
     python bench/cli_battery.py              # every case, then a summary table
     python bench/cli_battery.py -k resume    # only the cases whose name contains "resume"

@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 import csv
 
-METHODS = ("bon", "sop", "smc", "code", "svdd", "rbf")
-LABELS = {"bon": "BoN", "sop": "SoP", "smc": "SMC", "code": "CoDe", "svdd": "SVDD", "rbf": "RBF"}
+METHODS = ("bon", "sop", "smc", "code", "svdd", "rbf", "rbf-strict")
+LABELS = {"bon": "BoN", "sop": "SoP", "smc": "SMC", "code": "CoDe", "svdd": "SVDD", "rbf": "RBF", "rbf-strict": "RBF-strict"}
 MODES = ("linear-ode", "linear-sde", "vp-sde")
 
 

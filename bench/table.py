@@ -1,6 +1,6 @@
 """Turn a `toyflow bench search` CSV into the paper-style markdown tables of bench/RESULTS.md.
 
-    python bench/table.py bench/results_2d.csv [--metric reward_mean] [--error reward_se] [--extra realism]
+    python bench/table.py bench/results_regime_a.csv [--metric reward_mean] [--error reward_se] [--extra realism]
 
 One table per (task, model): rows method x mode, columns budgets, cells "mean ± se" of --metric,
 optionally followed by "/ extra" (e.g. realism at the same cell).

@@ -23,6 +23,7 @@ EXPECTED = (
     "04_inference_time_scaling_2d.ipynb",
     "05_mnist_sampler.ipynb",
     "06_custom_allocation.ipynb",
+    "07_regimes.ipynb",
 )
 MAX_BYTES = 2 * 1024 * 1024
 # CI's hard limit per notebook (the target is 60 s with FULL = False on a 2-core CPU)
