@@ -7,7 +7,20 @@ A model is any callable ``model(x, t) -> velocity`` with x: (B, *shape), t: (B,)
 
 __version__ = "0.1.0"
 
-from toyflow import dynamics, interpolants, metrics, models, pretrained, rewards, search  # noqa: E402
-
-# toyflow.viz (matplotlib), toyflow.train, toyflow.benchmark and toyflow.data.* are imported on use
+# The submodules below are imported on first use (``toyflow.search`` or ``from toyflow import search``),
+# so ``import toyflow`` and the ``toyflow --help`` command do not pay for importing torch.
+# toyflow.viz (matplotlib), toyflow.train, toyflow.benchmark and toyflow.data.* are imported on use too.
 __all__ = ["dynamics", "interpolants", "metrics", "models", "pretrained", "rewards", "search", "__version__"]
+_LAZY = frozenset(__all__) - {"__version__"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{name}")  # also binds it on the package
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | _LAZY)

@@ -71,11 +71,11 @@ class Regime:
 
 REGIMES = (
     Regime("the paper's regime: rare-mode x8, flow-map MLP", "rare-mode", 8.0, "flowmap-mlp",
-           "x0_hat is the ODE's endpoint (sharp at every t) and the mode is chosen at high noise, where the "
-           "VP-SDE puts its fresh noise"),
+           "the mode is chosen at high noise, where the VP-SDE takes its noisy steps, and x0_hat (the ODE's "
+           "endpoint, sharp at every t) lets the search rank those proposals by where they will land"),
     Regime("the contrast: rare-mode x1, flow-matching MLP", "rare-mode", 1.0, "mlp",
-           "x0_hat is a posterior mean (blurry at high noise) and the mode is chosen at mid noise, where the "
-           "linear SDE puts its fresh noise"),
+           "the mode is chosen at mid noise, where the linear SDE takes its noisy steps; at high noise, where "
+           "the VP-SDE takes its own, x0_hat (a posterior mean) is a blur that no reward can rank"),
 )
 
 QUICK = DemoConfig()

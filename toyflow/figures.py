@@ -3,9 +3,10 @@
     from toyflow.figures import make_all
     paths = make_all("figures")      # list of the PNGs written
 
-Everything is seeded (``torch.Generator`` per figure, fixed seeds below), so the same install
-gives the same pictures; PNGs are written without a software/date stamp, atomically (a temporary
-file in the same folder, then ``os.replace``). The 2D figures use the exact Gaussian-mixture
+Everything is seeded (``torch.Generator`` per figure, fixed seeds below) and drawn on one torch
+thread in matplotlib's default style, so the same install on the same machine gives the same
+bytes run to run; PNGs are written without a software/date stamp, atomically (a temporary file
+in the same folder, then ``os.replace``). The 2D figures use the exact Gaussian-mixture
 oracle of the toy tasks (no training, no data files); the MNIST figures are drawn only when the
 shipped MNIST weights are installed (``"mnist-flow"`` in :func:`toyflow.pretrained.available`).
 
@@ -29,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import Callable, Optional, Union
@@ -39,6 +41,8 @@ __all__ = [
     "make_all",
     "save_figure",
     "small_batch_threads",
+    "forced_threads",
+    "pinned_style",
     "FIGURES_2D",
     "FIGURES_MNIST",
     "SEARCH_METHODS",
@@ -81,16 +85,43 @@ def save_figure(fig, path: Union[str, Path], dpi: int = DPI) -> Path:
     return path
 
 
+_forced_threads: Optional[int] = None  # set by forced_threads(): what small_batch_threads uses instead of its n
+
+
 @contextlib.contextmanager
 def small_batch_threads(n: int = 1):
     """Run tiny 2D workloads on ``n`` intra-op threads (restored afterwards): batches of a few
-    hundred 2D points gain nothing from more threads, and lose a lot when cores are busy."""
+    hundred 2D points gain nothing from more threads, and lose a lot when cores are busy.
+    Inside :func:`forced_threads` the count given there wins (the command line's ``--threads``)."""
     prev = torch.get_num_threads()
-    torch.set_num_threads(n)
+    torch.set_num_threads(_forced_threads or n)
     try:
         yield
     finally:
         torch.set_num_threads(prev)
+
+
+@contextlib.contextmanager
+def forced_threads(n: Optional[int]):
+    """Every :func:`small_batch_threads` block inside runs on ``n`` threads (``None``: on its own count)."""
+    global _forced_threads
+    before, _forced_threads = _forced_threads, (n or _forced_threads)
+    try:
+        yield
+    finally:
+        _forced_threads = before
+
+
+@contextlib.contextmanager
+def pinned_style():
+    """matplotlib's default style whatever the user's matplotlibrc or style says, so that the figures
+    (and their bytes) do not depend on who draws them; fonts are matplotlib's own DejaVu."""
+    import matplotlib
+
+    with matplotlib.rc_context():
+        matplotlib.rcdefaults()  # undone when the context ends
+        matplotlib.rcParams["svg.hashsalt"] = "toyflow"
+        yield
 
 
 def _gen(seed: int) -> torch.Generator:
@@ -267,11 +298,19 @@ def _fig_mnist(out: Path, digit: int = 7) -> list[Path]:
 
 
 # --------------------------------------------------------------------------------------------
-def make_all(out: Union[str, Path] = "figures", *, progress: bool = True, quick: bool = False) -> list[Path]:
+def make_all(out: Union[str, Path] = "figures", *, progress: bool = True, quick: bool = False,
+             threads: Optional[int] = None) -> list[Path]:
     """Regenerate every README figure into ``out``; returns the paths written (in order).
 
     ``quick=True`` shrinks the scaling grid (fewer runs and budgets) for smoke tests; the README
     figures use the default. MNIST figures are skipped (logged) without the shipped MNIST weights.
+    ``progress``: a line on stderr per figure group (with its time) and a bar for the scaling grid.
+
+    Every figure is drawn on one torch thread unless ``threads`` says otherwise: the 2D ones are
+    tiny batches, and a fixed count keeps the floating-point sums, hence the bytes, the same from
+    run to run (a different count may move a sample, and a pixel). The style is matplotlib's
+    default (:func:`pinned_style`) and the PNGs carry no software or date stamp, so the same
+    install on the same machine writes the same bytes.
     """
     from toyflow import pretrained
 
@@ -290,23 +329,33 @@ def make_all(out: Union[str, Path] = "figures", *, progress: bool = True, quick:
         jobs.append(("mnist", lambda: _fig_mnist(out)))
     else:
         log.info("MNIST figures skipped: the shipped MNIST weights are not installed")
+        if progress:
+            print("figures: MNIST figures skipped (the shipped MNIST weights are not installed)",
+                  file=sys.stderr, flush=True)
     paths: list[Path] = []
-    for name, job in jobs:
-        t0 = time.perf_counter()
-        if name == "mnist":
-            paths += job()
-        else:
-            with small_batch_threads(1):
-                paths += job()
-        log.info("%s: %.1f s", name, time.perf_counter() - t0)
+    t_all = time.perf_counter()
+    with pinned_style(), forced_threads(threads), small_batch_threads(1):
+        for i, (name, job) in enumerate(jobs, 1):
+            if progress:
+                print(f"figures [{i}/{len(jobs)}] {name} ...", file=sys.stderr, flush=True)
+            t0 = time.perf_counter()
+            new = job()
+            paths += new
+            took = time.perf_counter() - t0
+            log.info("%s: %.1f s", name, took)
+            if progress:
+                print(f"figures [{i}/{len(jobs)}] {name}: {', '.join(p.name for p in new)} ({took:.1f} s)",
+                      file=sys.stderr, flush=True)
+    if progress:
+        print(f"figures: {len(paths)} PNGs in {out} ({time.perf_counter() - t_all:.0f} s)", file=sys.stderr, flush=True)
     return paths
 
 
 def main(argv: Optional[list] = None) -> int:  # pragma: no cover - convenience: python -m toyflow.figures
     import argparse
 
-    p = argparse.ArgumentParser(description="regenerate the README figures")
-    p.add_argument("--out", default="figures")
+    p = argparse.ArgumentParser(description="regenerate the README figures (the command: toyflow figures)")
+    p.add_argument("--out", default="figures", help="output folder (default figures)")
     args = p.parse_args(argv)
     for path in make_all(args.out):
         print(path)
