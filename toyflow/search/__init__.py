@@ -62,6 +62,9 @@ a ValueError. See :mod:`toyflow.search.method` and ``examples/beam_search.py``.
 
 Runs are vectorized: R runs advance together with one batched model call per tick, even when
 runs sit at different grid times (RBF), and finished runs leave the batch.
+``engine="textbook"`` runs a built-in method as the paper's pseudo-code writes it instead (one run
+at a time, plain loops, :mod:`toyflow.search.textbook`): slow, for reading; tests/test_textbook.py
+shows the fast engine equals it.
 """
 
 from __future__ import annotations
@@ -190,6 +193,7 @@ def run(
     record: bool = False,
     device=None,
     dtype: torch.dtype = torch.float32,
+    engine: str = "fast",
     **options,
 ) -> SearchResult:
     """Run ``runs`` independent searches of ``method`` with ``budget`` NFE each.
@@ -211,11 +215,23 @@ def run(
             torch's global generator. It must live on ``device``.
         record: also return a :class:`SearchHistory` (memory grows with the candidates drawn).
         device: default: the model's device (or the generator's, or CPU). dtype: working dtype.
+        engine: "fast" (default: the vectorized engine) or "textbook" (the paper's pseudo-code, one run
+            at a time, :mod:`toyflow.search.textbook`: every built-in method; slow, for reading and
+            for the equality tests). A method without a textbook version is a ValueError (never the
+            fast engine in its place); so is ``record=True``.
         **options: :class:`SamplerOptions` fields (diffusion, eta, time_grid, diffusion_path) and the method's
             options (see ``OPTIONS[method]``); unknown keys raise a TypeError.
     """
     t_start = time.perf_counter()
     method = get_method(method)
+    if engine not in ("fast", "textbook"):
+        raise ValueError(f"unknown engine {engine!r}; use 'fast' (default) or 'textbook'")
+    if engine == "textbook":
+        from toyflow.search.textbook import textbook_runner
+
+        run_method = textbook_runner(method, record)
+    else:
+        run_method = method.run
     if not (isinstance(mode, Sampler) or (isinstance(mode, str) and mode in MODES)):
         raise ValueError(f"unknown mode {mode!r}; use one of {', '.join(map(repr, MODES))} or a search.Sampler")
     if not callable(model):
@@ -253,7 +269,7 @@ def run(
         ctx.recorder = Recorder(runs, steps, method.particles(budget, steps, opts), shape, ctx.times, dtype, device)
 
     with torch.no_grad():
-        samples, rewards, selected = check_output(method.run(ctx, opts), method, runs, shape)
+        samples, rewards, selected = check_output(run_method(ctx, opts), method, runs, shape)
 
     ctx.ledger.check()
     nfe_per_step = ctx.ledger.per_step.clone()
