@@ -586,6 +586,27 @@ NB04 = [
     SMC = {"lam": 0.05}  # the rewards are O(1): SMC needs a small temperature to reweight at all
     """),
     md(r"""
+    ## RBF as the paper writes it
+
+    The search engine runs all runs together in packed tensors, which is fast but hard to read.
+    Every method also exists as the paper's pseudo-code, one run at a time:
+    `search.run(..., engine="textbook")` (`toyflow/search/textbook/`). The tests check that the two
+    engines give the same samples where their random numbers line up, and the same distributions
+    otherwise. Here is RBF:
+    """),
+    code("""
+    import inspect
+
+    from toyflow.search.textbook import rbf as textbook_rbf
+
+    print(inspect.getsource(textbook_rbf.rbf))
+    gmm, reward = rewards.task("rare-mode")
+    for engine in ("fast", "textbook"):
+        res = search.run("rbf", gmm, reward, mode="linear-sde", budget=60, runs=1, shape=(2,), engine=engine,
+                         generator=torch.Generator().manual_seed(0), proposals_per_tick=1)
+        print(f"{engine:8s} NFE per step {res.nfe_per_step[0].tolist()}, sample {res.samples[0].tolist()}")
+    """),
+    md(r"""
     ## The three toy tasks and their tilted targets
 
     Each task is a base mixture (the "pretrained model", here the *exact* flow so that only the
