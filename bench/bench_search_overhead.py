@@ -1,11 +1,13 @@
 """Search overhead: wall time of toyflow.search.run vs the bare model calls it makes.
 
 Run:  python bench/bench_search_overhead.py [--runs 256] [--budget 500] [--steps 10] [--repeats 5]
+          [--model untrained|trained] [--mode vp-sde|linear-sde|linear-ode] [--reward quadratic|flat|task]
 
 Setup: R = 256 runs, budget 500 NFE per run, 10 steps, vp-sde mode, an untrained 2D
-``VelocityMLP()`` (default size; timing only) and a cheap quadratic reward (``--reward flat``: a
-reward that never improves, so RBF spends every quota with all runs in every batch). For every
-method:
+``VelocityMLP()`` (default size; timing only; ``--model trained``: the shipped ``2d-rare-mode`` MLP,
+same size) and a cheap quadratic reward (``--reward flat``: a reward that never improves, so RBF
+spends every quota with all runs in every batch; ``--reward task``: the rare-mode task's reward,
+for the trained model). For every method:
 
 1. one recording pass through a wrapper logs the batch size of every model call the search makes;
 2. then, interleaved ``repeats`` times (so machine noise hits all alike): the search itself
@@ -30,7 +32,7 @@ import time
 
 import torch
 
-from toyflow import search
+from toyflow import pretrained, rewards, search
 from toyflow.models import VelocityMLP
 from _common import CallLogger
 
@@ -55,15 +57,54 @@ class FlatReward:
         return 0.0 * x0[:, 0]
 
 
-def bare_calls(model, sizes, max_b):
-    x = torch.randn(max_b, 2)
-    t = torch.rand(max_b) * 0.9 + 0.05
+def _sync(device):
+    if device is not None and torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bare_calls(model, sizes, max_b, device=None):
+    x = torch.randn(max_b, 2, device=device)
+    t = torch.rand(max_b, device=device) * 0.9 + 0.05
     inputs = {b: (x[:b].contiguous(), t[:b].contiguous()) for b in set(sizes)}
     with torch.no_grad():
+        _sync(device)
         t0 = time.perf_counter()
         for b in sizes:
             model(*inputs[b])
+        _sync(device)
         return time.perf_counter() - t0
+
+
+def measure(method, model, reward, kw, options, repeats, device=None):
+    """One recording pass (the batch sizes of every model call), then ``repeats`` interleaved rounds of
+    the search, the bare replay of its own calls and the same NFE drawn one per run and call. Returns
+    the per-round seconds ("search", "own", "strict"), the result and the number of calls."""
+    logger = CallLogger(model)
+    res = search.run(method, logger, reward, generator=torch.Generator(device=device).manual_seed(1), **kw, **options)
+    sizes = logger.sizes
+    if method.startswith("rbf"):  # the same NFE, one draw per run and call
+        search_nfe = res.nfe - res.nfe_per_step[:, 0]
+        # the initial draws in one call, then one row per run still drawing
+        strict = [int(res.nfe_per_step[:, 0].sum())] + [int((search_nfe >= j).sum()) for j in range(1, int(search_nfe.max()) + 1)]
+        assert sum(strict) == int(res.nfe.sum())
+    else:
+        strict = sizes
+    out = {"search": [], "own": [], "strict": [], "res": res, "calls": len(sizes)}
+    def run_search():
+        _sync(device)
+        t0 = time.perf_counter()
+        search.run(method, model, reward, generator=torch.Generator(device=device).manual_seed(1), **kw, **options)
+        _sync(device)
+        return time.perf_counter() - t0
+
+    for i in range(repeats):  # the order alternates, so a drift of the machine's speed favours neither side
+        if i % 2 == 0:
+            out["search"].append(run_search())
+        out["own"].append(bare_calls(model, sizes, max(sizes), device))
+        out["strict"].append(bare_calls(model, strict, max(strict), device))
+        if i % 2 == 1:
+            out["search"].append(run_search())
+    return out
 
 
 def main():
@@ -74,16 +115,19 @@ def main():
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--methods", default=",".join(search.METHODS))
-    ap.add_argument("--reward", choices=("quadratic", "flat"), default="quadratic")
+    ap.add_argument("--reward", choices=("quadratic", "flat", "task"), default="quadratic")
+    ap.add_argument("--model", choices=("untrained", "trained"), default="untrained",
+                    help="VelocityMLP() untrained (default) or the shipped 2d-rare-mode MLP (same size)")
+    ap.add_argument("--mode", default="vp-sde", help="sampler mode (default vp-sde)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    mlp = VelocityMLP().eval()
-    reward = QuadReward() if args.reward == "quadratic" else FlatReward()
-    kw = dict(mode="vp-sde", budget=args.budget, steps=args.steps, runs=args.runs, shape=(2,))
+    mlp = VelocityMLP().eval() if args.model == "untrained" else pretrained.load("2d-rare-mode").eval()
+    reward = {"quadratic": QuadReward, "flat": FlatReward, "task": lambda: rewards.task("rare-mode")[1]}[args.reward]()
+    kw = dict(mode=args.mode, budget=args.budget, steps=args.steps, runs=args.runs, shape=(2,))
 
-    print(f"R = {args.runs} runs, budget {args.budget}, {args.steps} steps, vp-sde, VelocityMLP() untrained, "
-          f"{reward.name} reward, {args.threads} thread(s), best of {args.repeats}")
+    print(f"R = {args.runs} runs, budget {args.budget}, {args.steps} steps, {args.mode}, {args.model} MLP, "
+          f"{getattr(reward, 'name', args.reward)} reward, {args.threads} thread(s), best of {args.repeats}")
     header = f"{'method':<15} {'calls':>6} {'NFE/run':>8} {'discarded/run':>14} {'search ms':>10} " \
              f"{'own calls ms':>13} {'ratio':>6} {'1 draw/call ms':>15} {'ratio':>6}"
     print(header)
@@ -93,29 +137,10 @@ def main():
         rows.insert([m for m, _ in rows].index("rbf") + 1, ("rbf (1 / call)", {"proposals_per_tick": 1}))
     for label, options in rows:
         method = label.split()[0]
-
-        def sizes_of(opts):
-            logger = CallLogger(mlp)
-            res = search.run(method, logger, reward, generator=torch.Generator().manual_seed(1), **kw, **opts)
-            return logger.sizes, res
-
-        sizes, res = sizes_of(options)
-        if method.startswith("rbf"):  # the same NFE, one draw per run and call
-            search_nfe = res.nfe - res.nfe_per_step[:, 0]
-            # the initial draws in one call, then one row per run still drawing
-            strict = [int(res.nfe_per_step[:, 0].sum())] + [int((search_nfe >= j).sum()) for j in range(1, int(search_nfe.max()) + 1)]
-            assert sum(strict) == int(res.nfe.sum())
-        else:
-            strict = sizes
-        t_search, t_own, t_strict = [], [], []
-        for _ in range(args.repeats):
-            t0 = time.perf_counter()
-            search.run(method, mlp, reward, generator=torch.Generator().manual_seed(1), **kw, **options)
-            t_search.append(time.perf_counter() - t0)
-            t_own.append(bare_calls(mlp, sizes, max(sizes)))
-            t_strict.append(bare_calls(mlp, strict, max(strict)))
-        s, b, c = min(t_search), min(t_own), min(t_strict)
-        print(f"{label:<15} {len(sizes):>6} {res.nfe.float().mean().item():>8.1f} "
+        m = measure(method, mlp, reward, kw, options, args.repeats)
+        res = m["res"]
+        s, b, c = min(m["search"]), min(m["own"]), min(m["strict"])
+        print(f"{label:<15} {m['calls']:>6} {res.nfe.float().mean().item():>8.1f} "
               f"{res.discarded.float().mean().item():>14.1f} {s * 1e3:>10.1f} {b * 1e3:>13.1f} {s / b:>6.2f} "
               f"{c * 1e3:>15.1f} {s / c:>6.2f}")
 

@@ -27,18 +27,46 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
 
-import torch
-from tqdm.auto import tqdm
+from toyflow import tasks  # light: the registry imports nothing heavy
 
-from toyflow.checkpoint import atomic_write_text
+
+class _OnFirstUse:
+    """A module imported when one of its attributes is first read (``torch.Generator``), so that
+    importing this module, and with it ``toyflow bench search --help``, does not pay for torch."""
+
+    def __init__(self, module: str):
+        self._module = module
+
+    def __getattr__(self, attr: str):
+        import importlib
+
+        return getattr(importlib.import_module(self._module), attr)
+
+
+torch = _OnFirstUse("torch")  # annotations are strings (from __future__ import annotations)
+
+
+def tqdm(*args, **kwargs):  # tqdm.auto on first use
+    from tqdm.auto import tqdm as _tqdm
+
+    return _tqdm(*args, **kwargs)
+
+
+def atomic_write_text(*args, **kwargs):  # toyflow.checkpoint imports torch
+    from toyflow.checkpoint import atomic_write_text as _write
+
+    return _write(*args, **kwargs)
+
 
 __all__ = ["Task", "TASKS_2D", "TASKS_MNIST", "make_task", "run_cell", "run_grid", "add_arguments", "main", "COLUMNS",
            "parse_method_options"]
 
 log = logging.getLogger(__name__)
 
-TASKS_2D = ("rare-mode", "counting", "aesthetic")
-TASKS_MNIST = ("mnist-digit", "mnist-ink", "mnist-thick")
+# the built-in task names (toyflow.tasks is their home; make_task and the CLI read the registry itself,
+# so a task registered later is found too)
+TASKS_2D = tasks.names("2d")
+TASKS_MNIST = tasks.names("mnist")
 # velocity models of the 2D tasks: the exact mixture (x0_hat = posterior mean), the shipped MLP trained on
 # it, the exact flow-map oracle (x0_hat = the ODE's endpoint) and the shipped MLP distilled from it
 MODELS_2D = ("oracle", "mlp", "flowmap", "flowmap-mlp")
@@ -64,7 +92,7 @@ class Task:
 
 def task_label(name: str, scale: float = 1.0) -> str:
     """The task's name in tables: "rare-mode", or "rare-mode-x8" for ``scale=8``."""
-    return name if scale == 1 else f"{name}-x{scale:g}"
+    return tasks.get(name).label(scale)
 
 
 def make_task(name: str, model: str = "oracle", *, digit: int = 7, data_dir: Optional[str] = None,
@@ -74,9 +102,10 @@ def make_task(name: str, model: str = "oracle", *, digit: int = 7, data_dir: Opt
     the exact ODE flow map) or 'flowmap-mlp' (shipped MLP distilled from it, scale 8)."""
     from toyflow import metrics, pretrained, rewards
 
-    if name in TASKS_2D:
-        gmm, reward = rewards.task(name, scale=scale)
-        label = task_label(name, scale)
+    spec = tasks.get(name)  # a clear error for an unknown name
+    if isinstance(spec, tasks.ToyTask):
+        gmm, reward = spec.make(scale)
+        label = spec.label(scale)
         if model == "oracle":
             flow = gmm
         elif model == "flowmap":
@@ -97,7 +126,7 @@ def make_task(name: str, model: str = "oracle", *, digit: int = 7, data_dir: Opt
             return {"realism": metrics.realism(x, gmm), "diversity": metrics.diversity(x)}
 
         return Task(label, model, flow, reward, (2,), evaluate)
-    if name in TASKS_MNIST:
+    if isinstance(spec, tasks.MnistTask):
         if scale != 1:
             raise ValueError(f"scale applies to the 2D tasks only, got scale={scale} for {name!r}")
         if model not in ("unet", "mlp", "oracle"):
@@ -105,12 +134,7 @@ def make_task(name: str, model: str = "oracle", *, digit: int = 7, data_dir: Opt
         flow = pretrained.load("mnist-flow")
         classifier = pretrained.load("mnist-reward")
         evaluator = pretrained.load("mnist-evaluator")
-        if name == "mnist-digit":
-            reward, target = rewards.mnist_digit(digit, classifier), digit
-        elif name == "mnist-ink":
-            reward, target = rewards.mnist_ink(150), None
-        else:
-            reward, target = rewards.mnist_digit_thick(digit, classifier), digit
+        reward, target = spec.build_reward(digit, classifier), (digit if spec.scores_digit else None)
         reference = _reference_digits(data_dir)
         ref_features = metrics.classifier_features(reference, evaluator) if reference is not None else None
 
@@ -122,8 +146,8 @@ def make_task(name: str, model: str = "oracle", *, digit: int = 7, data_dir: Opt
                 out["fid"] = metrics.frechet_distance(metrics.classifier_features(x, evaluator), ref_features)
             return out
 
-        return Task(name if name != "mnist-digit" else f"mnist-digit-{digit}", "unet", flow, reward, (1, 28, 28), evaluate)
-    raise ValueError(f"unknown task {name!r}; 2D: {', '.join(TASKS_2D)}; MNIST: {', '.join(TASKS_MNIST)}")
+        return Task(spec.label(digit), "unet", flow, reward, (1, 28, 28), evaluate)
+    raise TypeError(f"task {name!r} is a {type(spec).__name__}; make_task builds tasks.ToyTask and tasks.MnistTask")
 
 
 def _reference_digits(data_dir: Optional[str]):
@@ -343,11 +367,14 @@ def run_grid(tasks: Sequence[str], methods: Sequence[str], modes: Sequence[str],
     return rows
 
 
-def _search_modes() -> tuple:
-    """The mode names (toyflow.search.MODES, the one list of modes)."""
-    from toyflow.search import MODES
+# toyflow.search.MODES without importing torch (the options and their --help are built before any
+# compute); tests/test_cli_polish.py checks that the two lists agree
+_MODE_NAMES = ("linear-ode", "linear-sde", "vp-sde")
 
-    return MODES
+
+def _search_modes() -> tuple:
+    """The mode names (those of toyflow.search.MODES, the one list of modes)."""
+    return _MODE_NAMES
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -420,10 +447,9 @@ def main(args: argparse.Namespace) -> int:
             raise ValueError("--budgets needs at least one budget, e.g. --budgets 50 100 200")
         if args.time_grid not in TIME_GRIDS:
             raise ValueError(f"unknown --time-grid {args.time_grid!r}; choose one of {', '.join(TIME_GRIDS)}")
-        unknown = [t for t in args.task if t not in TASKS_2D + TASKS_MNIST]
-        if unknown:
-            raise ValueError(f"unknown --task {unknown[0]!r}; 2D: {', '.join(TASKS_2D)}; MNIST: {', '.join(TASKS_MNIST)}")
-        allowed = tuple(MODELS_2D) if any(t in TASKS_2D for t in args.task) else ("unet", "mlp", "oracle")
+        for t in args.task:
+            tasks.get(t)  # a clear error naming the registered tasks
+        allowed = tuple(MODELS_2D) if any(t in tasks.TOY for t in args.task) else ("unet", "mlp", "oracle")
         bad_models = [m for m in args.models if m not in allowed]
         if bad_models:
             raise ValueError(f"unknown --models {bad_models[0]!r} for these tasks; choose from {', '.join(allowed)}")

@@ -53,7 +53,6 @@ class DemoConfig:
     runs: int = 64
     steps: int = 10
     seed: int = 0
-    smc_lam: float = 0.05  # the reward lives in [0, 1]: lam = 1 would barely reweight (SMC ~ BoN)
     figure_budget: int = 200  # budget of the recorded runs in budget_allocation.png
     figure_mode: str = "linear-sde"
 
@@ -82,8 +81,11 @@ QUICK = DemoConfig()
 FULL = DemoConfig(methods=("bon", "sop", "smc", "svdd", "code", "rbf"), budgets=(50, 100, 200, 500, 1000), runs=128)
 
 
-def _options(method: str, cfg: DemoConfig) -> dict:
-    return {"lam": cfg.smc_lam} if method == "smc" else {}
+def _options(method: str, task: str) -> dict:
+    """The options toyflow.tasks recommends for ``method`` on ``task`` (SMC's lam for a reward in [0, 1])."""
+    from toyflow import tasks
+
+    return tasks.get(task).options(method)
 
 
 def format_table(rows: Sequence[dict], *, title: str = "") -> str:
@@ -155,7 +157,7 @@ def _allocation_figure(model, reward, cfg: DemoConfig):
     for i, m in enumerate(cfg.methods):
         g = torch.Generator().manual_seed(cfg.seed + 1000 + i)
         results[m] = search.run(m, model, reward, mode=cfg.figure_mode, budget=cfg.figure_budget, steps=cfg.steps,
-                                runs=cfg.runs, shape=(2,), generator=g, record=True, **_options(m, cfg))
+                                runs=cfg.runs, shape=(2,), generator=g, record=True, **_options(m, REGIMES[0].task))
     fig = Figure(figsize=(11.0, 10.5), layout="constrained")
     axs = fig.subplots(3, 1, gridspec_kw={"height_ratios": (1.0, 1.0, 0.8)})
     viz.budget_allocation(results, ax=axs[0], title=(
@@ -197,7 +199,7 @@ def run_demo(out_dir: Union[str, Path] = "toyflow-demo", quick: bool = True) -> 
             task = benchmark.make_task(regime.task, regime.model, scale=regime.scale)  # realism: the exact mixture
             tasks.append(task)
             block = [benchmark.run_cell(task, m, mode, b, steps=cfg.steps, runs=cfg.runs, seed=cfg.seed,
-                                        options=_options(m, cfg) or None, scale=regime.scale)
+                                        options=_options(m, regime.task) or None, scale=regime.scale)
                      for m, mode, b in tqdm(cells, desc=f"toyflow demo ({regime.task} x{regime.scale:g})", unit="cell")]
             rows += block
             title = (f"{regime.title} ({task.name}, model {regime.model}; reward in [0, 1], 1 = on the rare mode), "

@@ -44,6 +44,7 @@ __all__ = [
     "mnist_ink",
     "mnist_digit_thick",
     "TASKS",
+    "ScaledReward",
     "task",
     "check_scale",
     "scale_mixture",
@@ -86,12 +87,14 @@ class Reward:
         return f"{type(self).__name__}(name={self.name!r}, differentiable={self.differentiable})"
 
 
-def check_reward_output(out, x0: Tensor, name: str, *, cast_integers: bool = False) -> Tensor:
+def check_reward_output(out, x0: Tensor, name: str, *, cast_integers: bool = False, check_finite: bool = True) -> Tensor:
     """The one check of a reward's output ``out = r(x0)``: a finite floating tensor of shape (B,).
 
     Raises a clear error naming the reward (``name``) and, for NaN/inf, whether its inputs ``x0``
     were already bad. ``cast_integers``: accept integer outputs (a count) and cast them to the
     default dtype instead of raising (the search engine does this for plain functions).
+    ``check_finite=False``: shape and dtype only, for a caller that tests the values where it reads
+    them anyway (RBF's host-side bookkeeping) and calls again with the default to raise the error.
     """
     B = x0.shape[0]
     if not torch.is_tensor(out):
@@ -106,7 +109,7 @@ def check_reward_output(out, x0: Tensor, name: str, *, cast_integers: bool = Fal
             raise TypeError(f"reward {name!r} returned dtype {out.dtype}; return a floating-point tensor (e.g. out.float())")
         out = out.to(torch.get_default_dtype())
     # one cheap reduction in the common (finite) case; the element-wise test only to diagnose
-    if math.isfinite(float(out.detach().sum())):
+    if not check_finite or math.isfinite(float(out.detach().sum())):
         return out
     bad = ~torch.isfinite(out.detach())
     if bool(bad.any()):
@@ -258,9 +261,15 @@ def smooth(direction: Sequence[float] = (1.0, 0.0), scale: float = 1.0, offset: 
 
 
 # --------------------------------------------------------------------------------------------
-# Toy tasks: a base mixture (the "pretrained model", exact) and a reward
+# Toy tasks: a base mixture (the "pretrained model", exact) and a reward. The registry of tasks
+# (names, scales, recommended options) is toyflow.tasks; these are the builders it calls.
 # --------------------------------------------------------------------------------------------
-TASKS: tuple[str, ...] = ("rare-mode", "counting", "aesthetic")
+def __getattr__(name: str):
+    if name == "TASKS":  # the registered 2D task names (toyflow.tasks is their one home)
+        from toyflow import tasks
+
+        return tasks.names("2d")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def rare_mode_task(rare_weight: float = 0.02, width: float = 0.5) -> tuple[GaussianMixtureFlow, RareMode]:
@@ -332,24 +341,38 @@ def scale_reward(reward: Reward, scale: float) -> Reward:
         return CellCountError(reward.target_cell, reward.cell_size * scale, name=reward.name)
     if isinstance(reward, TanhProjection):
         return TanhProjection(reward.direction, reward.scale * scale, reward.offset * scale, name=reward.name)
-    raise TypeError(f"no scaled version of reward {type(reward).__name__}; scale its length scales by hand")
+    if isinstance(reward, Reward):
+        return ScaledReward(reward, scale)
+    raise TypeError(f"scale_reward takes a rewards.Reward, got {type(reward).__name__}; wrap a function with "
+                    "rewards.FunctionReward(fn, name, differentiable=...)")
+
+
+class ScaledReward(Reward):
+    """r_c(x) = r(x / c) for any reward r: the task's reward at data scale c (the built-in rewards
+    scale their own parameters instead, which gives the same values)."""
+
+    def __init__(self, reward: Reward, scale: float):
+        self.reward, self.scale = reward, check_scale(scale)
+        self.name = f"{reward.name}-x{self.scale:g}"
+        self.differentiable = reward.differentiable
+
+    def evaluate(self, x0: Tensor) -> Tensor:
+        return self.reward(x0 / self.scale)
 
 
 def task(name: str, scale: float = 1.0) -> tuple[GaussianMixtureFlow, Reward]:
-    """(base mixture, reward) of the toy task ``name``, one of :data:`TASKS`.
+    """(base mixture, reward) of the toy task ``name``, a 2D task registered in :mod:`toyflow.tasks`
+    (``tasks.get(name).make(scale)``; the built-in ones: rare-mode, counting, aesthetic).
 
     ``scale`` c multiplies the data (means and stds) and the reward's length scales by c, the noise
     x_1 ~ N(0, I) unchanged: r_c(c x) = r(x). With c = 8 the modes separate at high noise (t near 1)
     instead of mid-path, the regime of image models, where the paper's ideas pay off (bench/RESULTS.md).
     """
-    makers = {"rare-mode": rare_mode_task, "counting": counting_task, "aesthetic": aesthetic_task}
-    if name not in makers:
-        raise ValueError(f"unknown toy task {name!r}; valid names: {', '.join(TASKS)}")
-    scale = check_scale(scale)
-    gmm, reward = makers[name]()
-    if scale == 1.0:
-        return gmm, reward
-    return scale_mixture(gmm, scale), scale_reward(reward, scale)
+    from toyflow import tasks
+
+    if name not in tasks.TOY:
+        raise ValueError(f"unknown toy task {name!r}; valid names: {', '.join(tasks.TOY)}")
+    return tasks.TOY[name].make(scale)
 
 
 # --------------------------------------------------------------------------------------------

@@ -273,7 +273,7 @@ def run(
 
     ctx.ledger.check()
     nfe_per_step = ctx.ledger.per_step.clone()
-    history = ctx.recorder.finish(nfe_per_step, selected) if record else None
+    history = ctx.recorder.finish(nfe_per_step, selected)  # None when not recording
     return SearchResult(
         samples=samples.detach(),
         rewards=rewards.detach(),

@@ -20,14 +20,43 @@ import torch
 from torch import Tensor
 
 from toyflow import dynamics, interpolants
-from toyflow.rewards import check_reward_output
+from toyflow.rewards import Reward, check_reward_output
 from toyflow.search.budget import Ledger
 from toyflow.search.options import SamplerOptions
+from toyflow.search.result import NullRecorder
 from toyflow.search.sampler import MODES, Sampler, resolve_sampler
 
 __all__ = ["MODES", "SearchContext", "Context"]
 
 IntOrTensor = Union[int, Tensor]
+
+
+class CoefColumn:
+    """Columns of ``SearchContext.coef`` (one row per grid step k): the transition t_k -> t_{k+1} is
+    a_k x + b_k u + c_k z, x0_hat at t_k is p_k x + q_k u, and h_k = t_k - t_{k+1}."""
+
+    A, B, C, P, Q, H = range(6)
+
+
+class VelocityColumn:
+    """Columns of ``GridVelocity.table`` (one row per grid time): the model's time, then for a converted
+    path 1/s, ds/s and s dt of u_path(x, t) = (ds/s) x + s dt u_model(x / s, t_model)."""
+
+    T_MODEL, INV_S, LIN, SCALE = range(4)
+
+
+class TickColumn:
+    """Columns of ``SearchContext.tick_table()`` (row k: a move from t_k): the transition's a, b, c
+    and h, then p and q of x0_hat at t_{k+1}, then the velocity row of t_{k+1} from ``VELOCITY``
+    on (:class:`VelocityColumn`, shifted)."""
+
+    A, B, C, H, P_NEXT, Q_NEXT, VELOCITY = range(7)
+
+
+class ParticleSlot:
+    """Slots of a packed particle (R, P, *shape): the state x, its velocity u, x0_hat (and grad r)."""
+
+    X, U, X0, GRAD = range(4)
 
 
 def all_finite(t: Tensor) -> bool:
@@ -65,7 +94,7 @@ class GridVelocity:
             self.converted = False
         self.table = table.to(dtype=dtype, device=device)
         self.rows = [[float(v) for v in row] for row in table]
-        self.t_model = self.table[:, 0].contiguous()
+        self.t_model = self.table[:, VelocityColumn.T_MODEL].contiguous()
 
     def _model(self, x: Tensor, t: Tensor) -> Tensor:
         u = self.model(x, t)
@@ -87,13 +116,14 @@ class GridVelocity:
             t = self.t_model[k].expand(B)
             if not self.converted:
                 return self._model(x, t)
-            _, inv_s, lin, scale = self.rows[k]
+            _, inv_s, lin, scale = self.rows[k]  # VelocityColumn order
             return lin * x + scale * self._model(x * inv_s, t)
         if not self.converted:
             return self._model(x, self.t_model[k])
         tab = self.table[k]
         view = (B,) + (1,) * (x.dim() - 1)
-        return tab[:, 2].view(view) * x + tab[:, 3].view(view) * self._model(x * tab[:, 1].view(view), tab[:, 0])
+        V = VelocityColumn
+        return tab[:, V.LIN].view(view) * x + tab[:, V.SCALE].view(view) * self._model(x * tab[:, V.INV_S].view(view), tab[:, V.T_MODEL])
 
 
 class SearchContext:
@@ -118,7 +148,8 @@ class SearchContext:
       ``needs_gradients``; ``h(k, x)``: step length t_k - t_{k+1}; ``renoise(x, k_from, k_to, z)``:
       the interpolant's forward kernel up to the noisier t_{k_to}.
     - ``ledger``: ``spent`` (R,), ``left`` (R,), ``per_step`` (R, K); ``recorder``: the
-      :class:`~toyflow.search.result.Recorder` when ``record=True``, else None.
+      :class:`~toyflow.search.result.Recorder` when ``record=True``, else a
+      :class:`~toyflow.search.result.NullRecorder` (same calls, no work; ``recorder.active`` tells).
 
     ``sampler``: a :class:`~toyflow.search.Sampler`, or :class:`SamplerOptions` with a preset ``mode``.
     """
@@ -145,6 +176,11 @@ class SearchContext:
             sampler = resolve_sampler(mode, sampler)
         self.model, self.reward_fn, self.sampler, self.mode = model, reward, sampler, sampler.name
         self.reward_name = _reward_name(reward)
+        # a toyflow Reward checks its own output in __call__; the engine checks once (reward() below), so it
+        # calls evaluate() directly where __call__ is the base class's (a subclass overriding it is called as is)
+        plain = isinstance(reward, Reward) and type(reward).__call__ is Reward.__call__
+        self._evaluate_reward = reward.evaluate if plain else reward
+        self._renoise_rows: dict = {}
         self.budget, self.K, self.R, self.shape = budget, steps, runs, tuple(shape)
         self.generator, self.device, self.dtype = generator, device, dtype
         self.sde = sampler.sde
@@ -153,7 +189,7 @@ class SearchContext:
         self.times = times64.to(dtype=dtype, device=device)
         self.velocity_model = GridVelocity(model, sampler, times64, dtype, device)
         self.ledger = Ledger(runs, steps, budget, device=device)
-        self.recorder = None
+        self.recorder = NullRecorder()  # search.run installs a Recorder when record=True
 
         # affine transition and x0_hat coefficients, from dynamics itself on basis inputs
         K = steps
@@ -172,12 +208,12 @@ class SearchContext:
         p = dynamics.x0_from_velocity(one, zero, t, self.schedule)[:, 0]
         q = dynamics.x0_from_velocity(zero, one, t, self.schedule)[:, 0]
         h = t - tn
-        table = torch.stack([a, b, c, p, q, h], 1)
+        table = torch.stack([a, b, c, p, q, h], 1)  # columns: CoefColumn
         if not bool(torch.isfinite(table).all()):
             raise ValueError(f"the {sampler.name} transition is not finite on this time grid; check diffusion and eta")
         self.coef = table.to(dtype=dtype, device=device)
         self.coef_rows = [[float(v) for v in row] for row in table]
-        self.stochastic = [row[2] != 0.0 for row in self.coef_rows]  # does step k use noise?
+        self.stochastic = [row[CoefColumn.C] != 0.0 for row in self.coef_rows]  # does step k use noise?
 
     @property
     def runs(self) -> int:
@@ -194,9 +230,11 @@ class SearchContext:
         followed by the velocity row of t_{k+1} (V = 1 or 4); the last row (k = K - 1, to t = 0)
         has zeros where t_{k+1} = 0 has no velocity."""
         nxt = torch.zeros(self.K, 2 + self.velocity_model.table.shape[1], dtype=self.dtype, device=self.device)
-        nxt[:-1, :2] = self.coef[1:, 3:5]
+        C = CoefColumn
+        nxt[:-1, 0] = self.coef[1:, C.P]
+        nxt[:-1, 1] = self.coef[1:, C.Q]
         nxt[:-1, 2:] = self.velocity_model.table[1:]
-        return torch.cat([self.coef[:, [0, 1, 2, 5]], nxt], 1).contiguous()
+        return torch.cat([self.coef[:, [C.A, C.B, C.C, C.H]], nxt], 1).contiguous()  # columns: TickColumn
 
     # -- random numbers ----------------------------------------------------------------------
     def noise(self, *lead: int) -> Tensor:
@@ -248,13 +286,13 @@ class SearchContext:
 
     def x0(self, x: Tensor, u: Tensor, k: IntOrTensor) -> Tensor:
         """x0_hat = p_k x + q_k u (Tweedie from the velocity at t_k)."""
-        return self._col(3, k, x) * x + self._col(4, k, x) * u
+        return self._col(CoefColumn.P, k, x) * x + self._col(CoefColumn.Q, k, x) * u
 
     def step(self, x: Tensor, u: Tensor, k: IntOrTensor, z: Optional[Tensor] = None) -> Tensor:
         """One transition t_k -> t_{k+1}: a_k x + b_k u + c_k z (``z`` None where c_k = 0)."""
-        out = self._col(0, k, x) * x + self._col(1, k, x) * u
+        out = self._col(CoefColumn.A, k, x) * x + self._col(CoefColumn.B, k, x) * u
         if z is not None:
-            out = out + self._col(2, k, x) * z
+            out = out + self._col(CoefColumn.C, k, x) * z
         return out
 
     def needs_noise(self, k: int) -> bool:
@@ -262,22 +300,39 @@ class SearchContext:
 
     def h(self, k: IntOrTensor, x: Tensor):
         """Step length t_k - t_{k+1}, broadcastable against x."""
-        return self._col(5, k, x)
+        return self._col(CoefColumn.H, k, x)
 
     def renoise(self, x: Tensor, k_from: int, k_to: int, z: Tensor) -> Tensor:
         """Forward kernel of the interpolant from t_{k_from} up to the noisier t_{k_to} (k_to <= k_from)."""
-        t_from = self.times[k_from].to(torch.float64).reshape(1)
-        t_to = self.times[k_to].to(torch.float64).reshape(1)
-        one, zero = torch.ones(1, 1, dtype=torch.float64), torch.zeros(1, 1, dtype=torch.float64)
-        ratio = float(dynamics.renoise(one, t_from, t_to, self.schedule, zero)[0, 0])
-        std = float(dynamics.renoise(zero, t_from, t_to, self.schedule, one)[0, 0])
+        ratio, std = self._renoise_coefficients(k_from - k_to)[k_from]
         return ratio * x + std * z
 
+    def _renoise_coefficients(self, lag: int) -> list:
+        """[(ratio, std)] of the renoise kernel from every t_k up to t_{k - lag} (k >= lag), from
+        dynamics.renoise on basis inputs once per lag (one validation, not one per call)."""
+        if lag not in self._renoise_rows:
+            k = torch.arange(lag, self.K + 1)
+            times64 = self.times.to(torch.float64).cpu()
+            t_from, t_to = times64[k], times64[k - lag]
+            one, zero = torch.ones(len(k), 1, dtype=torch.float64), torch.zeros(len(k), 1, dtype=torch.float64)
+            ratio = dynamics.renoise(one, t_from, t_to, self.schedule, zero)[:, 0].tolist()
+            std = dynamics.renoise(zero, t_from, t_to, self.schedule, one)[:, 0].tolist()
+            self._renoise_rows[lag] = [None] * lag + list(zip(ratio, std))
+        return self._renoise_rows[lag]
+
     # -- rewards -------------------------------------------------------------------------------
-    def reward(self, x0: Tensor) -> Tensor:
-        """r(x0_hat): (B,), checked (shape, finite); never charged (rewards are not NFE)."""
-        r = check_reward_output(self.reward_fn(x0), x0, self.reward_name, cast_integers=True)
+    def reward(self, x0: Tensor, check_finite: bool = True) -> Tensor:
+        """r(x0_hat): (B,), checked (shape, finite); never charged (rewards are not NFE).
+
+        ``check_finite=False``: shape and dtype only; the caller checks the values where it reads them
+        (and calls :meth:`check_reward_values` to raise the detailed error)."""
+        r = check_reward_output(self._evaluate_reward(x0), x0, self.reward_name, cast_integers=True,
+                                check_finite=check_finite)
         return r if r.dtype == self.dtype else r.to(self.dtype)
+
+    def check_reward_values(self, r: Tensor, x0: Tensor) -> None:
+        """Raise the detailed error of :meth:`reward` for NaN / inf values ``r`` = r(x0)."""
+        check_reward_output(r, x0, self.reward_name)
 
     def guided(
         self, x: Tensor, k: IntOrTensor, run: Optional[Tensor] = None, cols=None, unique: bool = False, charge: bool = True

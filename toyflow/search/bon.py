@@ -13,6 +13,8 @@ not counted). With budget = steps it is a single guided trajectory.
 
 from __future__ import annotations
 
+import functools
+
 from typing import Optional
 
 import torch
@@ -41,12 +43,15 @@ def run_bon(ctx: Context, lam: Optional[float] = None):
             u, x0, r, grad = ctx.guided(x, k)
         else:
             u = ctx.velocity(x, k)
-            x0 = ctx.x0(x, u, k) if rec is not None else None
-            r = ctx.reward(x0) if rec is not None else None
-        if rec is not None:
-            rec.hold(k, x.view((R, N) + shape), x0.view((R, N) + shape), r.view(R, N))
-            slots = rec.candidates(k, x0.view((R, N) + shape), r.view(R, N))
-            rec.accept(k, slots, all_true)
+            x0 = r = None  # BoN itself needs neither; the history does
+
+        @functools.cache
+        def seen(x=x, u=u, x0=x0, r=r, k=k):  # (x, x0_hat, reward) per particle, for the history only
+            x0 = ctx.x0(x, u, k) if x0 is None else x0
+            r = ctx.reward(x0) if r is None else r
+            return x.view((R, N) + shape), x0.view((R, N) + shape), r.view(R, N)
+
+        rec.step(k, held=seen, candidates=lambda: seen()[1:], accepted=all_true)
         z = ctx.noise(R * N) if ctx.needs_noise(k) else None
         x_next = ctx.step(x, u, k, z)
         if guided:
@@ -56,10 +61,7 @@ def run_bon(ctx: Context, lam: Optional[float] = None):
     best = r.argmax(1)
     ar = torch.arange(R, device=ctx.device)
     xs = x.view((R, N) + shape)
-    if rec is not None:
-        rec.hold(K, xs, xs, r)
-        slots = rec.candidates(K, xs, r)
-        rec.accept(K, slots, torch.nn.functional.one_hot(best, N).bool())
+    rec.step(K, held=(xs, xs, r), candidates=(xs, r), accepted=lambda: torch.nn.functional.one_hot(best, N).bool())
     return xs[ar, best], r[ar, best], best
 
 

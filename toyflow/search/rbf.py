@@ -40,12 +40,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from toyflow.search._core import Context
+from toyflow.search._core import Context, ParticleSlot, TickColumn as T
 from toyflow.search.budget import AllocationState, clamp_quota
 from toyflow.search.method import Method, register
 from toyflow.search.options import RBFOptions
 
 __all__ = ["minimum_budget", "run_rbf", "RBF"]
+
+X, U, X0, GRAD = ParticleSlot.X, ParticleSlot.U, ParticleSlot.X0, ParticleSlot.GRAD  # slots of a held particle
 
 # proposals_per_tick=None: chunk widths keep the expected discarded draws per charged draw near
 # RBFOptions.discard_share, and a model call holds at most CHUNK_MAX_ROWS x runs rows
@@ -84,25 +86,22 @@ def run_rbf(ctx: Context, opts: RBFOptions, lam: Optional[float] = None):
     # held particle of every run, packed: [x, u, x0_hat (, grad r)] -> (R, P, *shape)
     H = torch.stack([xi[pick], ui[pick], x0i[pick]] + ([gi[pick]] if guided else []), 1)
     r = ri[pick]
-    if rec is not None:
-        slots = rec.candidates(0, x0i.view((R, n0) + shape), ri.view(R, n0))
-        rec.accept(0, slots, torch.nn.functional.one_hot(b0, n0).bool())
-        rec.hold(0, H[:, 0:1], H[:, 2:3], r[:, None])
-        rec.set_quota(None, 0, torch.full((R,), n0, dtype=torch.int64, device=dev))
+    rec.step(0, candidates=(x0i.view((R, n0) + shape), ri.view(R, n0)),
+             accepted=lambda: torch.nn.functional.one_hot(b0, n0).bool(),
+             held=(H[:, X:X + 1], H[:, X0:X0 + 1], r[:, None]),
+             quota=lambda: torch.full((R,), n0, dtype=torch.int64, device=dev))
 
     if S > 0:
         H, r = _search_steps(ctx, opts, lam, H, r)
 
     # the last step t_{K-1} -> 0: x0_hat (plus the guidance term for RBF+DPS), free
-    x, u = H[:, 0], H[:, 1]
+    x, u = H[:, X], H[:, U]
     xK = ctx.step(x, u, K - 1)
     if guided:
-        xK = xK + (ctx.h(K - 1, x) / lam) * H[:, 3]
+        xK = xK + (ctx.h(K - 1, x) / lam) * H[:, GRAD]
     rK = ctx.reward(xK)
-    if rec is not None:
-        slots = rec.candidates(K, xK[:, None], rK[:, None])
-        rec.accept(K, slots, torch.ones(R, 1, dtype=torch.bool, device=dev))
-        rec.hold(K, xK[:, None], xK[:, None], rK[:, None])
+    rec.step(K, candidates=(xK[:, None], rK[:, None]), accepted=lambda: torch.ones(R, 1, dtype=torch.bool, device=dev),
+             held=(xK[:, None], xK[:, None], rK[:, None]))
     return xK, rK, torch.zeros(R, dtype=torch.int64, device=dev)
 
 
@@ -130,8 +129,10 @@ def _search_steps(ctx: Context, opts: RBFOptions, lam: Optional[float], H: Tenso
     tab = ctx.tick_table()  # row k: step t_k -> t_{k+1}, then x0_hat and velocity rows of t_{k+1}
     W = tab.shape[1]
 
+    on_cpu = torch.device(dev).type == "cpu"
+
     def to_torch(a: np.ndarray) -> Tensor:
-        return torch.from_numpy(a).to(dev)
+        return torch.from_numpy(a) if on_cpu else torch.from_numpy(a).to(dev)
 
     base_quota_np = None if reads_state else opts.allocation.for_total_numpy(S, search_total)
 
@@ -169,8 +170,7 @@ def _search_steps(ctx: Context, opts: RBFOptions, lam: Optional[float], H: Tenso
     granted = np.full(R, n0, dtype=np.int64)  # the previous step's quota (step 0: the initial draws)
     remaining = quota_for(k)  # draws the current step may still make (0 once done)
     granted = remaining.copy()
-    if rec is not None:
-        rec.set_quota(None, 1, to_torch(remaining))
+    rec.step(1, quota=lambda: to_torch(remaining))
     sb_r = np.full(R, -np.inf)  # the step's best draw so far
     SB = torch.zeros_like(H)
     sb_slot = np.zeros(R, dtype=np.int64)  # its slot in the history
@@ -184,6 +184,7 @@ def _search_steps(ctx: Context, opts: RBFOptions, lam: Optional[float], H: Tenso
     # rate p a chunk of m discards about p (m - 1) / 2 draws per draw, so m = 1 + 2 share / p
     seen_draws = np.zeros(K + 1, dtype=np.int64)
     seen_accepts = np.zeros(K + 1, dtype=np.int64)
+    never = np.iinfo(np.int64).max  # "no such draw" in the per-run minima below
     n_done = 0
     while True:
         kn = k + 1
@@ -197,14 +198,14 @@ def _search_steps(ctx: Context, opts: RBFOptions, lam: Optional[float], H: Tenso
         m = int(width.max())
         dense = m == 1 and n_done == 0  # one draw per run: rows are runs
         T2 = tab.index_select(0, to_torch(k))  # (R, W)
-        c = T2.view((R, W) + ones)  # c[:, j]: column j, broadcastable against (R, *shape)
-        base = torch.addcmul(c[:, 0] * H[:, 0], c[:, 1], H[:, 1])  # (R, *shape), the deterministic part
+        c = T2.view((R, W) + ones)  # c[:, T.A] etc. (TickColumn), broadcastable against (R, *shape)
+        base = torch.addcmul(c[:, T.A] * H[:, X], c[:, T.B], H[:, U])  # (R, *shape), the deterministic part
         if guided:
-            base = base.addcmul_(c[:, 3], H[:, 3], value=1.0 / lam)
+            base = base.addcmul_(c[:, T.H], H[:, GRAD], value=1.0 / lam)  # the guidance term h grad r / lam
         if dense:
             N, src, start = R, runs, runs
-            y = base.addcmul_(c[:, 2], ctx.noise(R)) if stochastic else base
-            cm, tcol, krow = c, T2[:, 6], to_torch(kn)
+            y = base.addcmul_(c[:, T.C], ctx.noise(R)) if stochastic else base
+            cm, tcol, krow = c, T2[:, T.VELOCITY], (to_torch(kn) if guided else None)
         else:  # width[i] draws of run i in rows start[i] .. start[i] + width[i] - 1, in draw order
             start = np.cumsum(width) - width
             N = int(start[-1] + width[-1])
@@ -212,20 +213,22 @@ def _search_steps(ctx: Context, opts: RBFOptions, lam: Optional[float], H: Tenso
             src_t = to_torch(src)
             Tm = T2.index_select(0, src_t)
             cm = Tm.view((N, W) + ones)
-            tcol, krow = Tm[:, 6], to_torch(kn[src])
+            tcol, krow = Tm[:, T.VELOCITY], (to_torch(kn[src]) if guided else None)  # krow: the guided x0_hat's grid rows
             y = base.index_select(0, src_t)
             if stochastic:
-                y = y.addcmul_(cm[:, 2], ctx.noise(N))
-        vcols = (tcol,) + tuple(cm[:, j] for j in range(7, W))
+                y = y.addcmul_(cm[:, T.C], ctx.noise(N))
+        vcols = (tcol,) + tuple(cm[:, j] for j in range(T.VELOCITY + 1, W))  # (t,) or (t, 1/s, ds/s, s dt)
         if guided:
             uy, y0, ry, gy = ctx.guided(y, krow, cols=vcols, charge=False)
         else:
             uy = ctx.velocity(y, krow, cols=vcols, charge=False)
-            y0 = torch.addcmul(cm[:, 4] * y, cm[:, 5], uy)
-            ry = ctx.reward(y0)
+            y0 = torch.addcmul(cm[:, T.P_NEXT] * y, cm[:, T.Q_NEXT], uy)
+            ry = ctx.reward(y0, check_finite=False)  # checked below, on the host copy RBF reads anyway
         ry_np = ry.detach().cpu()
         ry_np = ry_np.numpy().astype(np.float64) if ry_np.dtype in (torch.float32, torch.float64) else \
             ry_np.to(torch.float64).numpy()  # float64 holds every reward dtype exactly
+        if not np.isfinite(ry_np).all():
+            ctx.check_reward_values(ry, y0)  # raises the reward's NaN / inf error
         no_stop = (k == S - 1) if spend_rest else None  # runs that may not stop early
         if dense:
             imp = ry_np > best  # the first draw that beats the best so far is accepted ...
@@ -235,20 +238,28 @@ def _search_steps(ctx: Context, opts: RBFOptions, lam: Optional[float], H: Tenso
             pick_j = np.zeros(R, dtype=np.int64)
             idx, pick_r = None, ry_np
         else:
-            rc = np.full((R, m), -np.inf)  # (R, m) rewards in draw order; -inf: no draw
-            rc[src, np.arange(N) - start[src]] = ry_np
-            imp_rc = rc > best[:, None]
+            # per-run reductions over the flat rows (run i: rows start[i] .. start[i] + width[i] - 1,
+            # in draw order), O(rows) whatever the widest chunk
+            pos = np.arange(N) - start[src]  # each row's place in its run's chunk
+            imp_row = ry_np > best[src]
             if no_stop is not None:
-                imp_rc &= ~no_stop[:, None]
-            imp = imp_rc.any(1)
+                imp_row &= ~no_stop[src]
+            has = width > 0
+            s_has = start[has]
             # charged: up to and including the first improving draw, else the whole chunk; the later
             # draws of a chunk are discarded unread (the sequential algorithm never makes them). The
             # first improving draw is also the best charged one (the draws before it are <= best).
-            first = imp_rc.argmax(1)
+            first = np.full(R, never, dtype=np.int64)
+            first[has] = np.minimum.reduceat(np.where(imp_row, pos, never), s_has)
+            imp = first != never
+            top = np.full(R, -np.inf)
+            top[has] = np.maximum.reduceat(ry_np, s_has)
+            first_top = np.zeros(R, dtype=np.int64)  # the chunk's best draw (its first, on ties)
+            first_top[has] = np.minimum.reduceat(np.where(ry_np == top[src], pos, never), s_has)
             used = np.where(imp, first + 1, width)
-            pick_j = np.where(imp, first, rc.argmax(1))
+            pick_j = np.where(imp, first, first_top)
             idx = np.minimum(start + pick_j, N - 1)  # (runs without draws: any row, never used)
-            pick_r = np.where(width > 0, ry_np[idx], -np.inf)
+            pick_r = np.where(has, ry_np[idx], -np.inf)
             discarded += width - used
         active = k < S
         per_step[runs[active], kn[active]] += used[active]
@@ -256,30 +267,23 @@ def _search_steps(ctx: Context, opts: RBFOptions, lam: Optional[float], H: Tenso
         if fixed is None and not coincide:
             seen_draws += np.bincount(kn, weights=used, minlength=K + 1).astype(np.int64)
             seen_accepts += np.bincount(kn[imp], minlength=K + 1)
-        if rec is not None:
-            if dense and coincide:  # the charged draws are copies of one point: record each of them
-                slot_now = rec.candidate_rows(to_torch(runs), to_torch(kn), y0, ry).cpu().numpy()
-                for jj in range(1, int(used.max())):
-                    rows = np.nonzero(used > jj)[0]
-                    rows_t = to_torch(rows)
-                    rec.candidate_rows(rows_t, to_torch(kn[rows]), y0.index_select(0, rows_t), ry.index_select(0, rows_t))
-            elif dense:
-                slot_now = rec.candidate_rows(to_torch(runs), to_torch(kn), y0, ry).cpu().numpy()
-            else:
-                slots = np.zeros((R, m), dtype=np.int64)
-                for jj in range(m):
-                    rows = np.nonzero(used > jj)[0]
-                    at = to_torch(start[rows] + jj)
-                    slots[rows, jj] = rec.candidate_rows(to_torch(rows), to_torch(kn[rows]), y0.index_select(0, at),
-                                                         ry.index_select(0, at)).cpu().numpy()
-                slot_now = slots[runs, pick_j]
+        if rec.active:  # the history holds every charged draw (linear-ode: the charged copies of one point)
+            first_at = np.cumsum(used) - used  # each run's first recorded draw
+            run_rows = np.repeat(runs, used)
+            place = np.arange(int(used.sum())) - first_at[run_rows]  # the draw's place in its run's chunk
+            at = to_torch(np.asarray(start)[run_rows] + (0 if coincide else place))
+            slot_rows = rec.draws(to_torch(kn[run_rows]), lambda: (to_torch(run_rows), y0.index_select(0, at),
+                                                                    ry.index_select(0, at))).cpu().numpy()
+            slot_now = slot_rows[np.minimum(first_at + pick_j, max(len(slot_rows) - 1, 0))] if len(slot_rows) else sb_slot
             sb_slot = np.where(pick_r > sb_r, slot_now, sb_slot)
         better = pick_r > sb_r
         if better.any():
             sb_r = np.where(better, pick_r, sb_r)
-            cand = torch.stack([y, uy, y0] + ([gy] if guided else []), 1)  # (rows, P, *shape)
-            if idx is not None:
-                cand = cand.index_select(0, to_torch(idx))
+            parts = [y, uy, y0] + ([gy] if guided else [])
+            if idx is not None:  # the picked row of every run (R of the N rows)
+                idx_t = to_torch(idx)
+                parts = [a.index_select(0, idx_t) for a in parts]
+            cand = torch.stack(parts, 1)  # (R, P, *shape)
             SB = torch.where(to_torch(better).view((R, 1) + ones), cand, SB)  # (R, P, *shape)
         remaining -= used
         fin = imp | (remaining <= 0)  # ... or the step's best is kept when the quota is spent
@@ -291,11 +295,11 @@ def _search_steps(ctx: Context, opts: RBFOptions, lam: Optional[float], H: Tenso
         best = np.maximum(best, r_np)  # best >= r before, so only finishing runs change
         k += fin
         sb_r[fin] = -np.inf
-        if rec is not None:
+        if rec.active:
             fr = np.nonzero(fin)[0]
             fr_t = to_torch(fr)
             rec.accept_rows(fr_t, to_torch(k[fr]), to_torch(sb_slot[fr]))
-            rec.hold_rows(fr_t, to_torch(k[fr]), H[fr_t, 0], H[fr_t, 2], to_torch(r_np[fr]).to(ctx.dtype))
+            rec.hold_rows(fr_t, to_torch(k[fr]), H[fr_t, X], H[fr_t, X0], to_torch(r_np[fr]).to(ctx.dtype))
         done = k >= S
         n_done = int(done.sum())
         if n_done == R:
@@ -308,7 +312,7 @@ def _search_steps(ctx: Context, opts: RBFOptions, lam: Optional[float], H: Tenso
         remaining[done] = 0
         if reads_state:
             granted = np.where(fin & ~done, remaining, granted)
-        if rec is not None:
+        if rec.active:
             go = np.nonzero(fin & ~done)[0]
             rec.set_quota(to_torch(go), to_torch(k[go] + 1), to_torch(remaining[go]))
     ctx.ledger.charge_table(to_torch(per_step))

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from toyflow import dynamics, metrics
 
-__all__ = ["SearchResult", "SearchHistory", "Recorder"]
+__all__ = ["SearchResult", "SearchHistory", "Recorder", "NullRecorder"]
 
 
 @dataclass
@@ -165,8 +165,81 @@ class SearchResult:
         return int(self.samples.shape[0])
 
 
+def _value(v):
+    """A recorded field: the value, or a zero-argument callable that computes it (work done for the
+    history alone, skipped when recording is off)."""
+    return v() if callable(v) else v
+
+
+class NullRecorder:
+    """``SearchContext.recorder`` when ``record=False``: every call does nothing, so a method records
+    unconditionally, once per step, and pays nothing when recording is off. Lazy fields (callables)
+    are never evaluated."""
+
+    active = False
+
+    def step(self, k: int, **fields) -> None:
+        return None
+
+    def draws(self, k_rows, fields) -> None:
+        return None
+
+    def finish(self, nfe: Tensor, selected: Tensor) -> None:
+        return None
+
+
 class Recorder:
-    """Collects a :class:`SearchHistory` while a method runs (only built when ``record=True``)."""
+    """Collects a :class:`SearchHistory` while a method runs (only built when ``record=True``).
+
+    A method calls :meth:`step` once per grid index (RBF, whose runs sit at different grid times,
+    :meth:`draws` once per tick); the lower-level calls below are what those two are made of.
+    """
+
+    active = True
+
+    def step(self, k: int, *, candidates=None, accepted=None, held=None, parents=None, ess=None, quota=None) -> None:
+        """Everything a method records at grid index k, in one call; each field may be a
+        zero-argument callable, evaluated only when recording.
+
+        ``candidates``: (x0 (R, M, *shape), rewards (R, M)[, mask (R, M)]) evaluated at t_k;
+        ``accepted``: (R, M) bool, which of them were kept; ``held``: (states, x0, rewards) the runs
+        hold at t_k, (R, N, *shape) / (R, N); ``parents``: (k', (R, N)) parent indices at t_{k'+1}
+        among the particles held at t_{k'}; ``ess``: (R,); ``quota``: (R,) NFE granted to step k,
+        or (run, quota) for some runs only.
+        """
+        if ess is not None:
+            self.set_ess(k, _value(ess))
+        if candidates is not None:
+            slots = self.candidates(k, *_value(candidates))
+            if accepted is not None:
+                self.accept(k, slots, _value(accepted))
+        if parents is not None:
+            self.set_parents(*_value(parents))
+        if held is not None:
+            self.hold(k, *_value(held))
+        if quota is not None:
+            q = _value(quota)
+            run, q = q if isinstance(q, tuple) else (None, q)
+            self.set_quota(run, k, q)
+
+    def draws(self, k_rows, fields):
+        """One tick of a single-path method whose runs sit at different grid indices (RBF):
+        ``fields`` (a callable, evaluated only when recording) gives (run (B,), x0 (B, *shape),
+        rewards (B,)), rows of a run consecutive and in draw order, each at grid index
+        ``k_rows`` (B,). Returns each row's slot (B,) in its grid index's candidate list."""
+        run, x0, rewards = _value(fields)
+        k = k_rows
+        flat = run * (self.K + 1) + k
+        # slot of a row = the run's count so far at its k + its place among the run's rows of this call
+        order = torch.arange(run.shape[0], device=self.device)
+        first = torch.full((self.R * (self.K + 1),), run.shape[0], dtype=torch.int64, device=self.device)
+        first.scatter_reduce_(0, flat, order, reduce="amin")
+        slots = self._count.view(-1)[flat] + order - first[flat]
+        for kk in torch.unique(k).tolist():
+            m = k == kk
+            self._cand[kk].append((run[m], slots[m], x0[m].detach().clone(), rewards[m].detach().clone()))
+        self._count.view(-1).index_add_(0, flat, torch.ones_like(flat))
+        return slots
 
     def __init__(self, runs: int, steps: int, particles: int, shape: tuple, times: Tensor, dtype, device):
         R, K, N = runs, steps, particles

@@ -84,16 +84,11 @@ def run_smc(ctx: Context, opts: SMCOptions):
             logw = torch.where(low[:, None], torch.zeros_like(logw), logw.gather(1, anc))
         else:
             anc = ident
-        if rec is not None:
-            rec.set_ess(k, ess)
-            slots = rec.candidates(k, x0, r)
-            survived = torch.zeros(R, N, dtype=torch.bool, device=ctx.device).scatter_(1, anc, True)
-            rec.accept(k, slots, survived)
-            if k > 0:
-                rec.set_parents(k - 1, anc)
+        x0_all, r_all = x0, r
         x, u, x0, r = x[ar, anc], u[ar, anc], x0[ar, anc], r[ar, anc]
-        if rec is not None:
-            rec.hold(k, x, x0, r)
+        rec.step(k, ess=ess, candidates=(x0_all, r_all),
+                 accepted=lambda anc=anc: torch.zeros(R, N, dtype=torch.bool, device=ctx.device).scatter_(1, anc, True),
+                 parents=(k - 1, anc) if k > 0 else None, held=(x, x0, r))
         r_prev = r
         flat = x.reshape((R * N,) + shape)
         z = ctx.noise(R * N) if ctx.needs_noise(k) else None
@@ -103,10 +98,7 @@ def run_smc(ctx: Context, opts: SMCOptions):
         sel = r.argmax(1)
     else:
         sel = torch.multinomial(torch.softmax(logw, 1), 1, generator=ctx.generator)[:, 0]
-    if rec is not None:
-        rec.hold(K, x, x, r)
-        slots = rec.candidates(K, x, r)
-        rec.accept(K, slots, torch.nn.functional.one_hot(sel, N).bool())
+    rec.step(K, held=(x, x, r), candidates=(x, r), accepted=lambda: torch.nn.functional.one_hot(sel, N).bool())
     return x[ar[:, 0], sel], r[ar[:, 0], sel], sel
 
 

@@ -71,11 +71,9 @@ def run_sop(ctx: Context, opts: SoPOptions):
     for k in range(s + 1):
         u = ctx.velocity(x, k)
         x0 = ctx.x0(x, u, k)
-        r = ctx.reward(x0) if (rec is not None or k == s) else None
-        if rec is not None:
-            rec.hold(k, x.view((R, N) + shape), x0.view((R, N) + shape), r.view(R, N))
-            slots = rec.candidates(k, x0.view((R, N) + shape), r.view(R, N))
-            rec.accept(k, slots, all_true)
+        r = ctx.reward(x0) if (rec.active or k == s) else None  # SoP reads the reward at t_s only
+        rec.step(k, held=lambda x=x, x0=x0, r=r: (x.view((R, N) + shape), x0.view((R, N) + shape), r.view(R, N)),
+                 candidates=lambda x0=x0, r=r: (x0.view((R, N) + shape), r.view(R, N)), accepted=all_true)
         if k < s:
             z = ctx.noise(R * N) if ctx.needs_noise(k) else None
             x = ctx.step(x, u, k, z)
@@ -98,13 +96,9 @@ def run_sop(ctx: Context, opts: SoPOptions):
         top = ry.topk(N, dim=1).indices  # (R, N), best first
         pick = (ar * (N * M) + top).reshape(-1)
         x, r = y[pick], ry.gather(1, top)
-        if rec is not None:
-            x0k = y0[pick]
-            slots = rec.candidates(land, y0.view((R, N * M) + shape), ry)
-            kept = torch.zeros(R, N * M, dtype=torch.bool, device=dev).scatter_(1, top, True)
-            rec.accept(land, slots, kept)
-            rec.set_parents(i, top // M)
-            rec.hold(land, x.view((R, N) + shape), x0k.view((R, N) + shape), r)
+        rec.step(land, candidates=(y0.view((R, N * M) + shape), ry),
+                 accepted=lambda top=top: torch.zeros(R, N * M, dtype=torch.bool, device=dev).scatter_(1, top, True),
+                 parents=(i, top // M), held=lambda x=x, pick=pick, r=r: (x.view((R, N) + shape), y0[pick].view((R, N) + shape), r))
     xs = x.view((R, N) + shape)
     sel = r.argmax(1)
     return xs[ar[:, 0], sel], r[ar[:, 0], sel], sel

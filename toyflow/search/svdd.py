@@ -18,6 +18,8 @@ the NFE are spent without any diversity, the weakness the paper shows for ODE-ba
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from toyflow.search._core import Context
@@ -45,11 +47,8 @@ def run_blocks(ctx: Context, allocation: AllocationScheme, block: int = 1):
     u = ctx.velocity(x, 0)
     x0 = ctx.x0(x, u, 0)
     r = ctx.reward(x0)
-    if rec is not None:
-        slots = rec.candidates(0, x0[:, None], r[:, None])
-        rec.accept(0, slots, one)
-        rec.hold(0, x[:, None], x0[:, None], r[:, None])
-        rec.set_quota(None, 0, torch.ones(R, dtype=torch.int64, device=dev))
+    rec.step(0, candidates=(x0[:, None], r[:, None]), accepted=one, held=(x[:, None], x0[:, None], r[:, None]),
+             quota=lambda: torch.ones(R, dtype=torch.int64, device=dev))
 
     initial = 1
     search_total = ctx.budget - initial
@@ -93,9 +92,7 @@ def run_blocks(ctx: Context, allocation: AllocationScheme, block: int = 1):
                 uy = ctx.velocity(y, k + 1)
             else:
                 uy = torch.zeros_like(y).index_copy_(0, rows, ctx.velocity(y[rows], k + 1, run=run_of))
-            if rec is not None:
-                path.append((y, uy))
-                rec.set_quota(None, k + 1, M)
+            path.append((y, uy))
         y0 = ctx.x0(y, uy, j1)
         if full:
             ry = ctx.reward(y0).view(R, Mmax)
@@ -108,23 +105,24 @@ def run_blocks(ctx: Context, allocation: AllocationScheme, block: int = 1):
         if reads_state:
             prev_acc, best_r = r > best_r, torch.maximum(best_r, r)
             prev_drawn = prev_granted = M
-        if rec is not None:
-            chosen = torch.nn.functional.one_hot(best, Mmax).bool() & mask
-            for i, (py, pu) in enumerate(path):
-                k = j0 + 1 + i
+        for i, (py, pu) in enumerate(path):
+            k = j0 + 1 + i
+
+            @functools.cache
+            def seen(py=py, pu=pu, k=k, mask=mask):  # every candidate's x0_hat and reward at t_k, for the history
                 p0 = ctx.x0(py, pu, k)
                 pr = torch.full((R * Mmax,), float("nan"), dtype=ctx.dtype, device=dev)
                 pr[mask.reshape(-1)] = ctx.reward(p0[mask.reshape(-1)])
-                slots = rec.candidates(k, p0.view((R, Mmax) + shape), pr.view(R, Mmax), mask)
-                rec.accept(k, slots, chosen)
-                rec.hold(k, py[pick][:, None], p0[pick][:, None], pr[pick][:, None])
+                return p0, pr
+
+            rec.step(k, candidates=lambda seen=seen, mask=mask: (seen()[0].view((R, Mmax) + shape), seen()[1].view(R, Mmax), mask),
+                     accepted=lambda best=best, mask=mask: torch.nn.functional.one_hot(best, Mmax).bool() & mask,
+                     held=lambda seen=seen, py=py, pick=pick: (py[pick][:, None], seen()[0][pick][:, None], seen()[1][pick][:, None]),
+                     quota=M)
 
     xK = ctx.step(x, u, K - 1)
     rK = ctx.reward(xK)
-    if rec is not None:
-        slots = rec.candidates(K, xK[:, None], rK[:, None])
-        rec.accept(K, slots, one)
-        rec.hold(K, xK[:, None], xK[:, None], rK[:, None])
+    rec.step(K, candidates=(xK[:, None], rK[:, None]), accepted=one, held=(xK[:, None], xK[:, None], rK[:, None]))
     return xK, rK, torch.zeros(R, dtype=torch.int64, device=dev)
 
 
