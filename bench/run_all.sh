@@ -10,10 +10,13 @@ python bench/bench_core.py
 python bench/bench_search_overhead.py | tee bench/overhead_quadratic.txt
 python bench/bench_search_overhead.py --methods rbf,rbf+dps --reward flat | tee bench/overhead_flat.txt
 
+# against peer libraries, side by side (pip install -e ".[bench]": torchcfm, torchdiffeq)   ~8 min
+python bench/bench_peers.py | tee bench/peers.txt
+
 # the two regimes (bench/RESULTS.md section 2a): grids a-d, then the summaries   ~60 min
 toyflow bench search --task rare-mode counting aesthetic --models oracle mlp \
     --methods bon sop smc code svdd rbf rbf-strict --modes linear-ode linear-sde vp-sde \
-    --budgets 50 100 200 500 1000 --runs 64 --out bench/results_regime_a.csv --plot figures/scaling_2d.png
+    --budgets 50 100 200 500 1000 --runs 64 --out bench/results_regime_a.csv
 python bench/table.py bench/results_regime_a.csv --extra realism > bench/table_2d.md
 toyflow bench search --task rare-mode counting aesthetic --scale 8 --models oracle \
     --methods bon sop smc code svdd rbf rbf-strict --modes linear-ode linear-sde vp-sde \

@@ -1,4 +1,4 @@
-"""The command line as a user meets it (issue 17): instant help without torch, --version, help on a
+"""The command line as a user meets it: instant help without torch, --version, help on a
 bare command, every option's help with its default and no reST markup, the threads policy, the
 recorded schedule in ``toyflow sample``, and output folders that keep a git clone clean."""
 
@@ -40,6 +40,29 @@ def test_help_imports_neither_torch_nor_matplotlib():
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert res.returncode == 0, res.stderr
     assert "HEAVY []" in res.stdout
+
+
+def test_bench_search_help_is_instant_too():
+    """bench search fills its options from toyflow.benchmark: that module imports torch only on use."""
+    code = ("import sys, time\nt0 = time.perf_counter()\nfrom toyflow.cli import main\n"
+            "try:\n    main(['bench', 'search', '--help'])\nexcept SystemExit:\n    pass\n"
+            "print('TOOK', time.perf_counter() - t0)\n"
+            "print('HEAVY', sorted(m for m in ('torch', 'matplotlib', 'numpy') if m in sys.modules))\n")
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "--budgets" in res.stdout and "--modes" in res.stdout
+    assert "HEAVY []" in res.stdout
+
+
+def test_bench_mode_names_are_the_search_modes():
+    """The --modes choices are written out (no torch at parse time): they must be toyflow.search.MODES."""
+    from toyflow import benchmark, search
+
+    assert benchmark._search_modes() == tuple(search.MODES)
+    p = argparse.ArgumentParser()
+    benchmark.add_arguments(p)
+    assert p.parse_args([]).modes == list(search.MODES)
 
 
 def test_version(capsys):
@@ -198,11 +221,15 @@ def test_figures_show_progress(tmp_path, monkeypatch, capsys):
     for name in ("_fig_trajectories", "_fig_densities", "_fig_search", "_fig_eta_ratio"):
         monkeypatch.setattr(F, name, lambda out, _n=name: [out / f"{_n[5:]}.png"])
     monkeypatch.setattr(F, "_fig_scaling", lambda out, **k: [out / "scaling.png"])
+    monkeypatch.setattr(F, "_fig_scaling_2d", lambda out, csv: [out / "scaling_2d.png"])
     monkeypatch.setattr(pretrained, "available", lambda: [])
-    paths = F.make_all(tmp_path, progress=True)
+    table = tmp_path / "table.csv"
+    table.write_text("task\n")
+    paths = F.make_all(tmp_path, progress=True, bench_csv=table)
     err = capsys.readouterr().err
-    assert len(paths) == 5
-    assert "figures [1/5] trajectories ..." in err and "figures [5/5] eta ratio: eta_ratio.png" in err
+    assert len(paths) == 6
+    assert "figures [1/6] trajectories ..." in err and "figures [5/6] eta ratio: eta_ratio.png" in err
+    assert "figures [6/6] benchmark table: scaling_2d.png" in err
     assert "MNIST figures skipped" in err
     F.make_all(tmp_path, progress=False)
     assert capsys.readouterr().err == ""

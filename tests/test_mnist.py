@@ -225,8 +225,10 @@ def test_download_network_down(tmp_path, no_env, monkeypatch):
     monkeypatch.setattr(mnist, "fetch_url", offline)
     with pytest.raises(ConnectionError, match="no network"):
         load_mnist("train", tmp_path, download=True)
-    with pytest.raises(FileNotFoundError, match="cannot be downloaded"):
+    with pytest.raises(ConnectionError, match="train-images-idx3-ubyte.gz"):  # train5k is rebuilt from train
         load_mnist("train5k", tmp_path, download=True)
+    with pytest.raises(FileNotFoundError, match="toyflow data train5k"):  # offline: the message says how to rebuild
+        load_mnist("train5k", tmp_path)
 
 
 # ---------------------------------------------------------------- real digits
@@ -413,14 +415,18 @@ def test_cli_train_mnist_init_from_records_history(tmp_path, no_env, capsys):
     from toyflow.cli import main
 
     write_split(tmp_path / "data", "test", n=16)
-    common = ["train", "mnist", "--data-dir", str(tmp_path / "data"), "--channels", "8", "16", "32",
+    common = ["train", "mnist", "--data-dir", str(tmp_path / "data"), "--split", "test", "--channels", "8", "16", "32",
               "--mid-blocks", "1", "--batch-size", "4", "--quiet"]
     assert main(common + ["--steps", "3", "--out", str(tmp_path / "small")]) == 0
     # 0 steps of training on top: the grown model is the small one plus identity blocks
     assert main(common + ["--steps", "1", "--lr", "0", "--extra-blocks", "1", "0", "--mid-attention",
                           "--init-from", str(tmp_path / "small"), "--out", str(tmp_path / "big")]) == 0
     cfg = json.loads((tmp_path / "big.json").read_text())
-    assert cfg["init_from"] == str(tmp_path / "small")
+    assert cfg["init_from"] == str(tmp_path / "small") and cfg["dataset"] == "mnist-test"
+    # the recorded commands run anywhere: the split written out, no machine-specific data folder
+    assert cfg["command"].startswith("toyflow train mnist --split test --channels 8 16 32")
+    assert "--data-dir" not in cfg["command"] and str(tmp_path / "data") not in cfg["command"]
+    assert "--data-dir" not in cfg["earlier_commands"][0]
     assert len(cfg["earlier_commands"]) == 1 and "--out " + str(tmp_path / "small") in cfg["earlier_commands"][0]
     assert cfg["earlier_commands"][0].endswith("(to step 3)") and "--init-from" in cfg["command"]
     small, big = load_model(tmp_path / "small"), load_model(tmp_path / "big")
@@ -446,7 +452,8 @@ def test_reflow_pairs_then_cli_train_on_them(tmp_path, no_env, capsys):
 
     write_split(tmp_path / "data", "test", n=16)
     common = ["train", "mnist", "--channels", "8", "16", "32", "--mid-blocks", "1", "--batch-size", "4", "--quiet"]
-    assert main(common + ["--data-dir", str(tmp_path / "data"), "--steps", "2", "--out", str(tmp_path / "f")]) == 0
+    assert main(common + ["--data-dir", str(tmp_path / "data"), "--split", "test", "--steps", "2",
+                          "--out", str(tmp_path / "f")]) == 0
     flow = load_model(tmp_path / "f")
     make_reflow_pairs(flow, tmp_path / "pairs", generator_seed=3, steps=2, shards=2, source="f", progress=False)
     pairs = CoupledPairs.from_folder(tmp_path / "pairs")
@@ -482,3 +489,177 @@ def test_reflow_pairs_then_cli_train_on_them(tmp_path, no_env, capsys):
     assert main(common + ["--pairs", str(tmp_path / "pairs"), "--data-dir", str(tmp_path / "data"), "--steps", "1",
                           "--out", str(tmp_path / "h")]) != 0
     assert "--pairs replaces the digits" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- train5k digests, held-out splits, defaults
+
+
+def fake_training_split(per_class: int = 40, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """A stand-in for the official training split: random digits, classes interleaved."""
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, size=(10 * per_class, 28, 28), dtype=np.uint8)
+    labels = rng.permutation(np.repeat(np.arange(10, dtype=np.uint8), per_class))
+    return images, labels
+
+
+@pytest.fixture
+def small_train5k(tmp_path, monkeypatch, no_env):
+    """A training split of 400 digits on disk, and a shipped manifest naming 8 of them per class
+    (train5k in miniature; val5k takes 5 per class)."""
+    images, labels = fake_training_split()
+    rng = np.random.default_rng(2)
+    pick = np.concatenate([rng.choice(np.flatnonzero(labels == c), 8, replace=False) for c in range(10)])
+    manifest = mnist.make_train5k_manifest(images[pick], labels[pick])
+    path = tmp_path / "manifest.json"
+    path.write_text(__import__("json").dumps(manifest))
+    monkeypatch.setattr(mnist, "TRAIN5K_MANIFEST", path)
+    monkeypatch.setattr(mnist, "PER_CLASS", 5)
+    data = tmp_path / "data"
+    write_idx(data / "train-images-idx3-ubyte.gz", images)
+    write_idx(data / "train-labels-idx1-ubyte.gz", labels)
+    return {"dir": data, "images": images, "labels": labels, "pick": pick, "manifest": manifest}
+
+
+def test_shipped_train5k_digests():
+    manifest = mnist.train5k_manifest()
+    assert manifest["count"] == 5000 and sorted(manifest["digits"]) == [str(c) for c in range(10)]
+    digests = [d for c in range(10) for d in manifest["digits"][str(c)]]
+    assert all(len(manifest["digits"][str(c)]) == 500 for c in range(10))
+    assert len(set(digests)) == 5000 and all(len(d) == 16 and int(d, 16) >= 0 for d in digests)
+    assert mnist.TRAIN5K_MANIFEST.stat().st_size < 150_000  # a small text file
+
+
+def test_shared_train5k_matches_the_shipped_digests(shared_mnist):
+    if not (shared_mnist / "train5k-images-idx3-ubyte.gz").is_file():
+        pytest.skip(f"train5k subset not found at {shared_mnist}")
+    report = mnist.verify_train5k(shared_mnist)
+    assert report.ok and report.problems == ()
+    # and the official test split shares no digit with it
+    test = read_idx(shared_mnist / "t10k-images-idx3-ubyte.gz")
+    shipped = {d for ds in mnist.train5k_manifest()["digits"].values() for d in ds}
+    assert not shipped & {mnist.image_digest(im) for im in test}
+
+
+def test_rebuild_train5k_from_the_training_split(small_train5k, tmp_path):
+    report = mnist.rebuild_train5k(small_train5k["dir"], tmp_path / "rebuilt")
+    assert report.ok and [p.name for p in report.paths] == ["train5k-images-idx3-ubyte.gz", "train5k-labels-idx1-ubyte.gz"]
+    images = small_train5k["images"]
+    # the rebuilt digits are the manifest's, in its order, found where they sit in the training split
+    assert sorted(report.indices) == sorted(small_train5k["pick"].tolist())
+    got = read_idx(report.paths[0])
+    assert np.array_equal(got, images[list(report.indices)])
+    assert np.array_equal(read_idx(report.paths[1]), np.repeat(np.arange(10), 8))
+    raw = gzip.decompress(report.paths[0].read_bytes())
+    assert hashlib.sha256(raw).hexdigest() == small_train5k["manifest"]["images_idx_sha256"]
+    again = tmp_path / "again"
+    mnist.rebuild_train5k(small_train5k["dir"], again)
+    assert (again / report.paths[0].name).read_bytes() == report.paths[0].read_bytes()  # byte-identical gzip
+    assert mnist.verify_train5k(tmp_path / "rebuilt").ok
+    data = load_mnist("train5k", tmp_path / "rebuilt")
+    assert len(data) == 80 and torch.bincount(data.labels).tolist() == [8] * 10
+
+
+def test_verify_train5k_names_what_differs(small_train5k, tmp_path):
+    images = small_train5k["images"]
+    report = mnist.rebuild_train5k(small_train5k["dir"], tmp_path / "copy")
+    bad = read_idx(report.paths[0])
+    bad[3, 10, 10] ^= 1  # one pixel of one digit of class 0
+    write_idx(report.paths[0], bad)
+    check = mnist.verify_train5k(tmp_path / "copy")
+    assert not check.ok and len(check.problems) == 1 and check.problems[0].startswith("class 0: 1 digit(s) not in train5k")
+    swapped = images[list(report.indices)]  # the good copy, with class 0's first two digits swapped
+    swapped[[0, 1]] = swapped[[1, 0]]
+    write_idx(report.paths[0], swapped)
+    assert mnist.verify_train5k(tmp_path / "copy").problems == ("class 0: the right digits in another order",)
+
+
+def test_rebuild_refuses_another_training_split(small_train5k, tmp_path):
+    images, labels = small_train5k["images"].copy(), small_train5k["labels"]
+    images[small_train5k["pick"][0]] ^= 7  # a train5k digit that this copy does not have
+    write_idx(tmp_path / "other" / "train-images-idx3-ubyte.gz", images)
+    write_idx(tmp_path / "other" / "train-labels-idx1-ubyte.gz", labels)
+    with pytest.raises(ValueError, match=r"1 of the 80 train5k digits are not in this training split.*--download"):
+        mnist.rebuild_train5k(tmp_path / "other")
+    assert not list((tmp_path / "other").glob("train5k*"))
+
+
+def test_download_rebuilds_train5k(small_train5k, tmp_path, monkeypatch):
+    payloads = {p.name: p.read_bytes() for p in small_train5k["dir"].iterdir()}
+    monkeypatch.setattr(mnist, "MD5", {**mnist.MD5, **{k: hashlib.md5(v).hexdigest() for k, v in payloads.items()}})
+    monkeypatch.setattr(mnist, "fetch_url", lambda url, timeout=60.0: payloads[url.rsplit("/", 1)[1]])
+    data = load_mnist("train5k", tmp_path / "fresh", download=True)
+    assert len(data) == 80 and mnist.verify_train5k(tmp_path / "fresh").ok
+    assert sorted(p.name for p in (tmp_path / "fresh").iterdir()) == sorted(
+        [f"{n}.gz" for n in mnist.SPLIT_FILES["train"] + mnist.SPLIT_FILES["train5k"]])
+
+
+def test_held_out_splits(small_train5k):
+    images, labels = small_train5k["images"], small_train5k["labels"]
+    train5k = {mnist.image_digest(im) for im in images[small_train5k["pick"]]}
+    val = load_mnist("val5k", small_train5k["dir"])
+    rest = load_mnist("train50k", small_train5k["dir"])
+    assert torch.bincount(val.labels).tolist() == [5] * 10 and bool((val.labels.diff() >= 0).all())
+    assert len(rest) == 400 - 80 - 50
+
+    def digests(d):
+        return [mnist.image_digest(((im[0] + 1) * 127.5).round().to(torch.uint8).numpy()) for im in d.images]
+
+    v, r = digests(val), digests(rest)
+    assert not (set(v) & set(r)) and not (set(v) & train5k) and not (set(r) & train5k)
+    assert len(set(v) | set(r) | train5k) == 400  # together they are the whole training split
+    # val5k: per class the smallest digests outside train5k, whatever the order of the training split
+    for c in range(10):
+        outside = sorted(mnist.image_digest(im) for im, lab in zip(images, labels)
+                         if lab == c and mnist.image_digest(im) not in train5k)
+        assert [d for d, lab in zip(v, val.labels.tolist()) if lab == c] == outside[:5]
+    # train50k keeps the training split's order
+    order = [mnist.image_digest(im) for im in images]
+    assert r == [d for d in order if d in set(r)]
+
+
+def test_mnist_defaults_train_on_training_data(tmp_path):
+    from toyflow.cli import _MNIST_SPLITS, build_parser
+
+    assert _MNIST_SPLITS == mnist.SPLITS
+    parser = build_parser()
+    assert parser.parse_args(["train", "mnist"]).split == "train50k"
+    assert parser.parse_args(["train", "mnist", "--split", "test"]).split == "test"  # only when asked
+    with pytest.raises(SystemExit):
+        parser.parse_args(["train", "mnist", "--split", "t10k"])
+
+
+def test_cli_classifier_records_its_split(tmp_path, no_env, monkeypatch):
+    import toyflow.train as T
+    from toyflow.cli import main
+
+    seen = {}
+
+    def stand_in(model, images, labels, cfg, **kw):
+        seen.update(n=len(labels), **kw["extra_config"])
+        raise RuntimeError("stop")
+
+    monkeypatch.setattr(T, "train_classifier", stand_in)
+    write_split(tmp_path / "data", "train5k", n=20)
+    main(["train", "classifier", "--role", "evaluator", "--data-dir", str(tmp_path / "data"), "--steps", "1",
+          "--out", str(tmp_path / "e")])
+    assert seen["dataset"] == "mnist-train5k" and seen["n"] == 20
+    assert seen["command"] == f"toyflow train classifier --split train5k --role evaluator --steps 1 --out {tmp_path / 'e'}"
+
+
+def test_cli_data_train5k(small_train5k, tmp_path, capsys):
+    from toyflow.cli import main
+
+    out = tmp_path / "made"
+    assert main(["data", "train5k", "--data-dir", str(small_train5k["dir"]), "--out", str(out),
+                 "--indices", str(tmp_path / "idx.txt")]) == 0
+    assert "checked it against the shipped digests" in capsys.readouterr().out
+    assert [int(v) for v in (tmp_path / "idx.txt").read_text().split()] == list(
+        mnist.rebuild_train5k(small_train5k["dir"], tmp_path / "x").indices)
+    assert main(["data", "train5k", "--check", "--data-dir", str(out)]) == 0
+    assert "match the shipped digests" in capsys.readouterr().out
+    bad = read_idx(out / "train5k-images-idx3-ubyte.gz")
+    bad[-1] = 0
+    write_idx(out / "train5k-images-idx3-ubyte.gz", bad)
+    assert main(["data", "train5k", "--check", "--data-dir", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "does not match the shipped digests" in err and "class 9" in err and "toyflow data train5k" in err

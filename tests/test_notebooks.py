@@ -1,4 +1,5 @@
-"""The notebooks: committed executed (outputs, <= 2 MB, ending with exercises) and they run top to bottom.
+"""The notebooks: committed executed (outputs, <= 2 MB, ending with self-checked exercises) and they run
+top to bottom, and so do their solutions notebooks (notebooks/solutions/, whose checks must all pass).
 
 Executing them is slow (``-m notebooks``): each runs in a temporary copy, so the committed files are
 never overwritten; a failure reports the failing cell and its error. Each notebook's time limit is
@@ -18,6 +19,8 @@ nbformat = pytest.importorskip("nbformat")
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = REPO / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
+SOLUTIONS = sorted((NOTEBOOK_DIR / "solutions").glob("[0-9][0-9]_*_solutions.ipynb"))
+CHECK_MARK = "\u2713 "
 EXPECTED = (
     "01_flow_matching_2d.ipynb",
     "02_ode_to_sde.ipynb",
@@ -71,8 +74,29 @@ def _ids(p):
     return p.name
 
 
+def _exercise_outputs(nb):
+    """The printed text of each exercise code cell (the code cell after a '### Exercise N' markdown cell)."""
+    out = []
+    for i, c in enumerate(nb.cells[:-1]):
+        if c.cell_type == "markdown" and c.source.startswith("### Exercise "):
+            code = nb.cells[i + 1]
+            out.append("".join(o.get("text", "") for o in code.get("outputs", []) if o.output_type == "stream"))
+    return out
+
+
+def _assert_checks_ran(nb, name, solved):
+    texts = _exercise_outputs(nb)
+    assert 3 <= len(texts) <= 5, f"{name}: {len(texts)} exercises (expected 3 to 5)"
+    for i, text in enumerate(texts, 1):
+        if solved:
+            assert text.startswith(CHECK_MARK), f"{name}: the check of exercise {i} did not pass; it printed {text!r}"
+        else:
+            assert "not attempted yet" in text, f"{name}: exercise {i}'s stub should print 'not attempted yet', got {text!r}"
+
+
 def test_every_notebook_is_there():
     assert [p.name for p in NOTEBOOKS] == list(EXPECTED)
+    assert [p.name for p in SOLUTIONS] == [n.replace(".ipynb", "_solutions.ipynb") for n in EXPECTED]
 
 
 @pytest.mark.notebooks
@@ -92,15 +116,27 @@ def test_committed_notebook_is_executed_small_and_ends_with_exercises(path):
     assert with_output >= len(code) // 2, f"{path.name}: only {with_output} of {len(code)} code cells have outputs"
     errors = [o for c in code for o in c.get("outputs", []) if o.output_type == "error"]
     assert not errors, f"{path.name} was committed with an error output: {errors[0].ename}: {errors[0].evalue}"
-    last = nb.cells[-1]
-    assert last.cell_type == "markdown" and "## Exercises" in last.source
-    n_ex = sum(1 for line in last.source.splitlines() if line[:3].strip().rstrip(".").isdigit())
-    assert 3 <= n_ex <= 5, f"{path.name}: {n_ex} exercises (expected 3 to 5)"
+    heads = [i for i, c in enumerate(nb.cells) if c.cell_type == "markdown" and c.source.startswith("## Exercises")]
+    assert len(heads) == 1, f"{path.name}: expected one '## Exercises' section"
+    later = [c for c in nb.cells[heads[0] + 1:] if c.cell_type == "markdown" and c.source.startswith("## ")]
+    assert not later, f"{path.name}: the exercises must end the notebook, but '{later[0].source.splitlines()[0]}' follows"
+    _assert_checks_ran(nb, path.name, solved=False)
+
+
+@pytest.mark.notebooks
+@pytest.mark.parametrize("path", SOLUTIONS, ids=_ids)
+def test_committed_solutions_are_executed_and_pass(path):
+    assert path.stat().st_size <= MAX_BYTES
+    nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
+    assert not errors, f"{path.name} was committed with an error output: {errors[0].ename}: {errors[0].evalue}"
+    _assert_checks_ran(nb, path.name, solved=True)
 
 
 @pytest.mark.notebooks
 @pytest.mark.slow
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids)
+@pytest.mark.parametrize("path", NOTEBOOKS + SOLUTIONS, ids=_ids)
 def test_notebook_runs_top_to_bottom(path, tmp_path):
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
@@ -128,3 +164,4 @@ def test_notebook_runs_top_to_bottom(path, tmp_path):
     elapsed = time.perf_counter() - t0
     assert elapsed <= limit, (f"{path.name} took {elapsed:.0f} s (limit {limit:.0f} s: {TIME_LIMIT_S:.0f} s "
                               f"x speed factor {factor:.2f})")
+    _assert_checks_ran(nb, path.name, solved=path in SOLUTIONS)

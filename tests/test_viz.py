@@ -197,6 +197,25 @@ def test_velocity_field_errors(gmm):
         viz.velocity_field({"exact": gmm.velocity}, (0.5, 0.2), axes=Figure().subplots(1, 3), n=2)
 
 
+def _np_density(oracle):
+    return oracle.density.numpy() if torch.is_tensor(oracle.density) else np.asarray(oracle.density)
+
+
+def test_mass_levels():
+    """The thresholds enclose the asked mass: on a grid density, sum(d >= level) / sum(d) ~ q."""
+    g = np.linspace(-6, 6, 601)  # wide enough that the cut-off tails do not count
+    d = np.exp(-0.5 * (g[None, :] ** 2 + g[:, None] ** 2))
+    levels = viz.mass_levels(d, (0.5, 0.9, 0.99))
+    assert np.all(np.diff(levels) > 0)  # increasing, as contour wants
+    for q, level in zip((0.99, 0.9, 0.5), levels):
+        assert abs(d[d >= level].sum() / d.sum() - q) < 0.005
+    # a 2D standard normal: the q region is the disc of radius sqrt(-2 log(1 - q))
+    assert np.isclose(levels[1], np.exp(-0.5 * -2 * np.log(0.1)), rtol=0.02)
+    assert viz.mass_levels(np.zeros((3, 3))).size == 0
+    with pytest.raises(ValueError, match="strictly between 0 and 1"):
+        viz.mass_levels(d, (0.5, 1.0))
+
+
 def test_tilted_target(task):
     base, reward = task
     oracle = metrics.tilted_oracle(base, reward, 0.2, grid_size=32)
@@ -213,6 +232,12 @@ def test_tilted_target(task):
 
     fig = viz.tilted_target(oracle, samples, panels=True)
     assert [a.get_title() for a in panel_axes(fig)] == ["RBF", "BoN"]
+    # p* is drawn in its own colour, as contours around 50 / 90 / 99 % of its mass, with a legend entry
+    ax = panel_axes(fig)[0]
+    assert "$p^*$: 50/90/99 % mass" in [t.get_text() for t in ax.get_legend().get_texts()]
+    levels = viz.mass_levels(_np_density(oracle))
+    contours = [c for c in ax.collections if hasattr(c, "levels") and same_color(c.get_edgecolor()[0], viz.TILTED_COLOR)]
+    assert len(contours) == 1 and np.allclose(contours[0].levels, levels)
     with pytest.raises(ValueError, match=r"\(n, 2\)"):
         viz.tilted_target(oracle, {"rbf": torch.zeros(4, 3)})
     with pytest.raises(TypeError, match="TiltedOracle"):
@@ -369,6 +394,63 @@ def test_scaling_curves(results_csv):
     assert fig.axes[0].get_ylabel().startswith("diversity")
 
 
+def _crowded_rows(models=("oracle",)):
+    """A grid like the README's: 7 methods x 3 modes per task (21 curves), two tasks."""
+    rows = []
+    for task in ("rare-mode", "counting"):
+        for model in models:
+            for method in ("bon", "sop", "smc", "svdd", "code", "rbf", "rbf-strict"):
+                for mode in ("linear-ode", "linear-sde", "vp-sde"):
+                    for b in (50, 200):
+                        rows.append(dict(task=task, model=model, method=method, mode=mode, budget=b,
+                                         reward_mean=0.1 * len(method) + b / 1000, reward_se=0.01))
+    return rows
+
+
+def test_scaling_curves_facets_crowded_panels():
+    """21 curves in a panel do not read on a slide: "auto" gives one panel per task and mode."""
+    fig = viz.scaling_curves(_crowded_rows())
+    axs = [a for a in fig.axes if a.get_visible()]
+    assert len(axs) == 6  # 2 tasks x 3 modes
+    assert [a.get_title() for a in axs[:3]] == ["Linear ODE", "Linear SDE", "VP SDE"]
+    assert axs[0].get_ylabel().startswith("task: rare-mode") and axs[3].get_ylabel().startswith("task: counting")
+    for a in axs:
+        assert len(a.get_lines()) == 7 <= viz.MAX_CURVES_PER_PANEL  # the methods
+        assert {l.get_linestyle() for l in a.get_lines()} == {"-"}
+    lines = {l.get_label(): l for l in axs[1].get_lines()}
+    assert same_color(lines["RBF, Linear SDE"].get_color(), viz.METHOD_COLORS["rbf"])
+    assert lines["RBF, Linear SDE"].get_marker() == viz.MODE_STYLES["linear-sde"]["marker"]
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend == ["BoN", "SoP", "SMC", "SVDD", "CoDe", "RBF", "RBF (strict)"]
+    # the panels of one task share their y axis (same reward scale), and so compare at a glance
+    assert axs[0].get_shared_y_axes().joined(axs[0], axs[2])
+
+    two = viz.scaling_curves(_crowded_rows(models=("oracle", "mlp")))
+    axs = [a for a in two.axes if a.get_visible()]
+    assert len(axs) == 12 and axs[3].get_title() == "Linear ODE (model: mlp)"
+
+    by_method = viz.scaling_curves(_crowded_rows(), facet="method")
+    axs = [a for a in by_method.axes if a.get_visible()]
+    assert len(axs) == 14 and axs[0].get_title() == "BoN" and len(axs[0].get_lines()) == 3
+    assert [t.get_text() for t in by_method.legends[0].get_texts()] == ["Linear ODE", "Linear SDE", "VP SDE"]
+
+    flat = viz.scaling_curves(_crowded_rows(), facet=None)  # one panel per task, as before
+    assert [len(a.get_lines()) for a in flat.axes if a.get_visible()] == [21, 21]
+    with pytest.raises(ValueError, match="facet must be"):
+        viz.scaling_curves(_crowded_rows(), facet="task")
+
+
+def test_scaling_curves_facets_into_your_axes():
+    from matplotlib.figure import Figure
+
+    fig = Figure()
+    axes = fig.subplots(2, 3)
+    assert viz.scaling_curves(_crowded_rows(), facet="mode", axes=axes) is fig
+    assert all(len(a.get_lines()) == 7 for a in axes.ravel())
+    with pytest.raises(ValueError, match="6 axes"):
+        viz.scaling_curves(_crowded_rows(), facet="mode", axes=Figure().subplots(1, 3))
+
+
 def test_scaling_curves_colors_override(results_csv):
     fig = viz.scaling_curves(results_csv, colors={"rbf": "#123456"})
     ax = [a for a in fig.axes if a.get_visible()][0]
@@ -417,6 +499,31 @@ def test_image_grid():
     np.testing.assert_allclose(shown[2:30, 2:30], imgs[0, 0].numpy(), atol=1e-6)
     assert [t.get_text() for t in ax.texts][:3] == ["0", "1", "2"]
     viz.image_grid(torch.full((2, 1, 28, 28), 3.0))  # out of range: clipped, no error
+
+
+def test_realism_reward_scatter_facets_crowded_panels():
+    rows = [dict(r, realism=-r["reward_mean"]) for r in _crowded_rows()]
+    fig = viz.realism_reward_scatter(rows)
+    axs = [a for a in fig.axes if a.get_visible()]
+    assert [a.get_title() for a in axs[:3]] == ["Linear ODE", "Linear SDE", "VP SDE"] and len(axs) == 6
+    assert all(len([c for c in a.collections if isinstance(c, PathCollection)]) == 7 for a in axs)
+    assert [t.get_text() for t in fig.legends[0].get_texts()][:7] == ["BoN", "SoP", "SMC", "SVDD", "CoDe", "RBF",
+                                                                      "RBF (strict)"]
+    flat = viz.realism_reward_scatter(rows, facet=None)
+    assert len([a for a in flat.axes if a.get_visible()]) == 2
+    with pytest.raises(ValueError, match="by mode only"):
+        viz.realism_reward_scatter(rows, facet="method")
+
+
+def test_image_grid_row_labels():
+    imgs = torch.zeros(8, 1, 28, 28)
+    fig = viz.image_grid(imgs, nrow=4, row_labels=["BoN", "RBF\nmean 0.9"])
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["BoN", "RBF\nmean 0.9"]
+    assert np.allclose(ax.get_yticks(), [2 + 13.5, 32 + 13.5])  # the middle of each row of tiles
+    assert ax.get_xticks().size == 0 and not any(s.get_visible() for s in ax.spines.values())
+    with pytest.raises(ValueError, match="one name per grid row: 8 images at 4 per row make 2 rows, got 3"):
+        viz.image_grid(imgs, nrow=4, row_labels=["a", "b", "c"])
 
 
 def test_image_grid_errors():

@@ -1,8 +1,9 @@
 """The ``toyflow`` command (entry point :func:`main`).
 
     toyflow train 2d --dataset 8gaussians [--steps 2000] [--out runs/2d-8gaussians]
-    toyflow train mnist [--data-dir DIR] [--steps N] [--out runs/mnist-flow]
+    toyflow train mnist [--data-dir DIR] [--split train50k] [--steps N] [--out runs/mnist-flow]
     toyflow train classifier --role reward|evaluator [--data-dir DIR] [--out ...]
+    toyflow data train5k [--data-dir DIR] [--download] [--check]
     toyflow sample --checkpoint PATH|--pretrained NAME [--mode linear-ode] [--n 2000] --out samples.png
     toyflow bench search --task ... --methods ... --modes ... --budgets ... --runs ... --out results.csv
     toyflow demo [--out DIR]
@@ -50,6 +51,9 @@ On an error a command prints one line naming the problem and the fix (exit statu
 internal error); --debug, anywhere on the line, shows the traceback instead.
 """
 DEMO_OUT = "toyflow-demo"
+# toyflow.data.mnist.SPLITS, written out so that the parser needs neither torch nor numpy
+# (tests/test_mnist.py checks that the two agree)
+_MNIST_SPLITS = ("train", "test", "train5k", "val5k", "train50k")
 FIGURES_OUT = "toyflow-figures"
 _IGNORE_ALL = "# written by toyflow: git ignores this output folder (delete this file to commit it)\n*\n"
 
@@ -201,6 +205,26 @@ def _command_line(args) -> str:
     return " ".join(["toyflow"] + list(args.argv))
 
 
+def _mnist_command_line(args, split: str) -> str:
+    """The command of an MNIST training as a checkpoint records it, in a form that runs anywhere:
+    the split it trained on written out (a later default cannot change what it means), and no
+    --data-dir / --download (the data folder is this machine's; the digits are named by the split,
+    found through $TOYFLOW_DATA or --data-dir wherever the command is run again)."""
+    words, skip = [], False
+    for w in args.argv:
+        if skip:
+            skip = False
+            continue
+        if w in ("--data-dir", "--split"):
+            skip = True
+            continue
+        if w == "--download" or w.startswith(("--data-dir=", "--split=")):
+            continue
+        words.append(w)
+    head = 2  # "train mnist" / "train classifier"
+    return " ".join(["toyflow"] + words[:head] + ["--split", split] + words[head:])
+
+
 def _check_checkpoint_out(out: Path, args=None) -> None:
     """Before any compute: the checkpoint ``out`` can be written, no other process is writing it,
     the device exists, and a --resume has a state to resume."""
@@ -285,10 +309,14 @@ def _cmd_train_mnist(args) -> int:
     else:
         train_data = load_mnist(args.split, args.data_dir, download=args.download).images
         dataset = f"mnist-{args.split}"
+        if args.split == "test":
+            log.warning("training on the official MNIST test split (t10k): keep it out of any evaluation of this "
+                        "model (the default, --split train50k, leaves val5k and test unseen)")
     torch.manual_seed(args.seed)  # the initial weights, reproducible (also of blocks added by --init-from)
     model = UNet(channels=tuple(args.channels), mid_blocks=args.mid_blocks,
                  extra_blocks=tuple(args.extra_blocks), mid_attention=args.mid_attention)
-    extra = {"dataset": dataset, "task": "mnist", "command": _command_line(args)}
+    command = _command_line(args) if args.pairs else _mnist_command_line(args, args.split)
+    extra = {"dataset": dataset, "task": "mnist", "command": command}
     overrides = {}
     if args.init_from:
         tensors, config = checkpoint.load(args.init_from)
@@ -317,7 +345,7 @@ def _cmd_train_classifier(args) -> int:
     from toyflow.models.classifier import EvaluatorCNN, RewardCNN
     from toyflow.train import train_classifier
 
-    split = args.split or ("test" if args.role == "reward" else "train5k")
+    split = args.split or ("train50k" if args.role == "reward" else "train5k")
     out = Path(args.out or f"runs/mnist-{args.role}")
     _check_checkpoint_out(out, args)
     data = load_mnist(split, args.data_dir, download=args.download)
@@ -327,9 +355,35 @@ def _cmd_train_classifier(args) -> int:
         res = train_classifier(
             model, data.images, data.labels, _train_config(args, seed=seed),
             augment=lambda x, g: random_shift(x, 2, g), checkpoint_path=out, resume=args.resume,
-            extra_config={"dataset": f"mnist-{split}", "role": args.role, "command": _command_line(args)},
+            extra_config={"dataset": f"mnist-{split}", "role": args.role, "command": _mnist_command_line(args, split)},
         )
     print(f"trained {args.role} classifier on {split} in {res.wall_time:.1f} s; checkpoint: {res.checkpoint}")
+    return 0
+
+
+def _cmd_data_train5k(args) -> int:
+    from toyflow.data import mnist
+
+    if args.check:
+        if args.download:
+            raise ValueError("--check only reads the train5k files already there: drop --download, or drop --check "
+                             "to rebuild them from the (downloaded) training split")
+        report = mnist.verify_train5k(args.data_dir)
+        if not report.ok:
+            raise ValueError(f"train5k in {report.paths[0].parent} does not match the shipped digests: "
+                             + "; ".join(report.problems)
+                             + ". Rebuild it from the official training split: toyflow data train5k")
+        print(f"train5k in {report.paths[0].parent}: all 5,000 digits match the shipped digests "
+              f"({mnist.TRAIN5K_MANIFEST.name})")
+        return 0
+    report = mnist.rebuild_train5k(args.data_dir, args.out, download=args.download)
+    print(f"rebuilt train5k from the official training split and checked it against the shipped digests: "
+          f"{', '.join(str(p) for p in report.paths)}")
+    if args.indices:
+        from toyflow.checkpoint import atomic_write_text
+
+        atomic_write_text(Path(args.indices), "\n".join(map(str, report.indices)) + "\n")
+        print(f"wrote the training-split index of each train5k digit (in train5k order) to {args.indices}")
     return 0
 
 
@@ -539,10 +593,15 @@ def build_parser() -> argparse.ArgumentParser:
                             ("classifier", _cmd_train_classifier, "MNIST reward or evaluator classifier")):
         p = train.add_parser(name, help=help_, description=f"Train a {help_}.")
         p.add_argument("--data-dir", default=None, help="folder with the MNIST IDX files (default $TOYFLOW_DATA)")
-        p.add_argument("--download", action="store_true", help="fetch MNIST from the public mirrors if missing")
+        p.add_argument("--download", action="store_true",
+                       help="fetch missing MNIST files from the public mirrors (MD5-checked); train5k is rebuilt "
+                            "from the downloaded training split and checked against its shipped digests")
         if name == "mnist":
             p.add_argument("--out", default=None, help="checkpoint path without suffix (default runs/mnist-flow)")
-            p.add_argument("--split", default="test", help="which MNIST file set to train on (default test: t10k)")
+            p.add_argument("--split", default="train50k", choices=_MNIST_SPLITS,
+                           help="MNIST digits to train on: train50k (the official training split without "
+                                "train5k and val5k, the held-out parts), train, train5k, val5k, or test (the "
+                                "official test split: only when asked; default train50k)")
             p.add_argument("--channels", type=_positive_int, nargs=3, default=[32, 64, 192], metavar=("C28", "C14", "C7"),
                            help="UNet widths at 28x28, 14x14, 7x7 (default 32 64 192, the shipped mnist-flow)")
             p.add_argument("--mid-blocks", type=_nonneg_int, default=2, help="UNet residual blocks at 7x7 (default 2)")
@@ -563,8 +622,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--role", choices=("reward", "evaluator"), required=True,
                            help="reward: the model the search steers with; evaluator: the held-out scorer "
                                 "(required)")
-            p.add_argument("--split", default=None, help="MNIST file set (default: test (t10k) for reward, "
-                                                         "train5k for evaluator)")
+            p.add_argument("--split", default=None, choices=_MNIST_SPLITS,
+                           help="MNIST digits to train on (default: train50k for reward, train5k for evaluator; "
+                                "test, the official test split, only when asked)")
             _add_train_options(p, steps=3000, batch=128, lr=2e-3)
         p.set_defaults(func=fn)
 
@@ -585,6 +645,27 @@ def build_parser() -> argparse.ArgumentParser:
                                                         "(default samples.png)")
     _add_threads(p, _THREADS_BY_MODEL)
     p.set_defaults(func=_cmd_sample)
+
+    data_parser = sub.add_parser("data", help="datasets: check or rebuild MNIST's train5k",
+                                 description="Datasets on disk.")
+    data_parser.set_defaults(help_of=data_parser)
+    data = data_parser.add_subparsers(dest="what", metavar="WHAT", title="datasets")
+    p = data.add_parser("train5k", help="rebuild MNIST's train5k from the training split, or --check a copy",
+                        description="train5k is 5,000 digits of the official MNIST training split (500 per class, "
+                                    "sorted by class), pinned by the digests shipped in toyflow/data/"
+                                    "mnist_train5k.json. Without --check: find them in the training split "
+                                    "(train-images-idx3-ubyte, train-labels-idx1-ubyte) by content, write "
+                                    "train5k-*.gz and verify them. With --check: verify the train5k files there.")
+    p.add_argument("--data-dir", default=None, help="folder with the MNIST IDX files (default $TOYFLOW_DATA, "
+                                                    "else ~/.cache/toyflow/mnist)")
+    p.add_argument("--download", action="store_true", help="fetch the training split from the public mirrors "
+                                                           "if missing (MD5-checked)")
+    p.add_argument("--check", action="store_true", help="only verify the train5k files against the digests")
+    p.add_argument("--out", default=None, help="folder for the rebuilt train5k files (default: --data-dir)")
+    p.add_argument("--indices", default=None, metavar="FILE",
+                   help="also write where each train5k digit sits in the training split, one index a line "
+                        "(default: not written)")
+    p.set_defaults(func=_cmd_data_train5k)
 
     bench_parser = sub.add_parser("bench", help="benchmarks", description="Benchmarks that write tidy CSVs.")
     bench_parser.set_defaults(help_of=bench_parser)

@@ -22,7 +22,14 @@ Figures (file name: what it shows):
 - ``scaling.png``: mean reward vs NFE budget, three toy tasks, three generation modes.
 - ``realism_reward.png``: realism (log p_0) vs reward from the same grid.
 - ``eta_ratio.png``: how stochastic each generation mode is at each noise level (g^2 / g^2_DDPM).
-- ``mnist_samples.png``, ``mnist_strip.png``: MNIST search samples and one sample along its path.
+- ``scaling_2d.png``: the committed 2D benchmark table (``bench/results_regime_a.csv``, grid (a) of
+  ``bench/RESULTS.md``: oracle and MLP, seven methods, three modes) drawn again, nothing rerun;
+  drawn only from a clone of the repository, where ``bench/`` is.
+- ``mnist_samples.png``, ``mnist_strip.png``: MNIST search samples (one method per row) and one
+  sample along its path.
+
+The scaling figures have one panel per task and mode (the methods as curves), few enough curves
+to read on a slide.
 """
 
 from __future__ import annotations
@@ -37,6 +44,8 @@ from typing import Callable, Optional, Union
 
 import torch
 
+from toyflow import tasks
+
 __all__ = [
     "make_all",
     "save_figure",
@@ -45,6 +54,8 @@ __all__ = [
     "pinned_style",
     "FIGURES_2D",
     "FIGURES_MNIST",
+    "FIGURES_BENCH",
+    "BENCH_CSV",
     "SEARCH_METHODS",
     "SMC_LAM",
     "DPI",
@@ -57,7 +68,7 @@ DPI = 110
 SEARCH_METHODS = ("bon", "sop", "smc", "svdd", "code", "rbf")
 #: SMC temperature used in the figures: the 2D rewards live in [0, 1] (or small integers), so the
 #: library default lam = 1 barely reweights and SMC would behave like BoN.
-SMC_LAM = 0.05
+SMC_LAM = tasks.get("rare-mode").options("smc")["lam"]  # the toy tasks' recommended lam (toyflow.tasks)
 FIGURES_2D = (
     "trajectories.png",
     "densities.png",
@@ -69,7 +80,12 @@ FIGURES_2D = (
     "realism_reward.png",
     "eta_ratio.png",
 )
+FIGURES_BENCH = ("scaling_2d.png",)
 FIGURES_MNIST = ("mnist_samples.png", "mnist_strip.png")
+#: the committed benchmark table that scaling_2d.png draws (grid (a) of bench/RESULTS.md); made by
+#: toyflow bench search --task rare-mode counting aesthetic --models oracle mlp --methods bon sop smc
+#: code svdd rbf rbf-strict --modes linear-ode linear-sde vp-sde --budgets 50 100 200 500 1000 --runs 64
+BENCH_CSV = Path(__file__).resolve().parent.parent / "bench" / "results_regime_a.csv"
 
 
 def save_figure(fig, path: Union[str, Path], dpi: int = DPI) -> Path:
@@ -185,7 +201,7 @@ def _search_results(model, reward, *, mode: str, budget: int, steps: int, runs: 
 
     out = {}
     for i, m in enumerate(methods):
-        opts = {"lam": SMC_LAM} if m == "smc" else {}
+        opts = tasks.get("rare-mode").options(m)
         out[m] = search.run(m, model, reward, mode=mode, budget=budget, steps=steps, runs=runs, shape=(2,),
                             generator=_gen(seed + 100 * i), record=record, **opts)
     return out
@@ -211,8 +227,9 @@ def _fig_search(out: Path) -> list[Path]:
         if ax not in axs[:, 0]:
             ax.set_ylabel("")
     fig.colorbar(axs[0, 0].collections[0], ax=axs, shrink=0.6, label="$p^*$ density")
-    fig.suptitle("rare-mode task: tilted target $p^* \\propto p_0\\,e^{r/\\lambda}$ ($\\lambda$ = 0.1, grey) and one "
-                 "sample per run\nof each method (Linear SDE, 200 NFE per run, 96 runs); "
+    fig.suptitle("rare-mode task: tilted target $p^* \\propto p_0\\,e^{r/\\lambda}$ ($\\lambda$ = 0.1; purple: heatmap "
+                 "and the regions holding 50/90/99 % of its mass)\nand one sample per run "
+                 "of each method (Linear SDE, 200 NFE per run, 96 runs); "
                  f"$E_{{p^*}}[r]$ = {oracle.expected_reward:.2f},  $E_{{p_0}}[r]$ = {oracle.base_expected_reward:.3f}")
     paths = [save_figure(fig, out / "tilted_target.png")]
 
@@ -236,24 +253,43 @@ def _fig_scaling(out: Path, *, runs: int, budgets, progress: bool) -> list[Path]
     rows = []
     cells = [(t, m, mode, b) for t in benchmark.TASKS_2D for m in SEARCH_METHODS
              for mode in search.MODES for b in budgets]
-    tasks = {t: benchmark.make_task(t, "oracle") for t in benchmark.TASKS_2D}
+    built = {t: benchmark.make_task(t, "oracle") for t in benchmark.TASKS_2D}
     from tqdm.auto import tqdm
 
     for t, m, mode, b in tqdm(cells, desc="scaling grid", disable=not progress):
-        opts = {"lam": SMC_LAM} if m == "smc" else None
-        row = benchmark.run_cell(tasks[t], m, mode, b, steps=10, runs=runs, seed=0, options=opts)
+        opts = tasks.get(t).options(m) or None
+        row = benchmark.run_cell(built[t], m, mode, b, steps=10, runs=runs, seed=0, options=opts)
         if row.get("status") == "ok":
             rows.append(row)
         else:
             log.warning("scaling grid: %s %s %s %s %s", t, m, mode, b, row.get("status"))
-    fig = viz.scaling_curves(rows, title=f"mean reward vs NFE budget (exact oracle, 10 steps, {runs} runs; "
-                                         "bands: ± standard error)")
+    fig = viz.scaling_curves(rows, facet="mode",
+                             title=f"mean reward vs NFE budget: one panel per task and mode (exact oracle, 10 steps, "
+                                   f"{runs} runs; bands: ± standard error)")
     paths = [save_figure(fig, out / "scaling.png")]
     big = [r for r in rows if r["mode"] != "linear-ode"]
     fig = viz.realism_reward_scatter(big, title="realism vs reward (SDE modes; high reward at low realism "
                                                 "would be reward hacking)")
     paths.append(save_figure(fig, out / "realism_reward.png"))
     return paths
+
+
+def _fig_scaling_2d(out: Path, csv_path: Path) -> list[Path]:
+    """scaling_2d.png from the committed benchmark CSV (no cell is rerun)."""
+    from toyflow import viz
+
+    rows = [r for r in viz.read_results_csv(csv_path) if r.get("status") == "ok"]
+    if not rows:
+        raise ValueError(f"{csv_path} holds no finished cells (status ok); rerun the benchmark that writes it "
+                         "(bench/run_all.sh)")
+    runs = sorted({int(r["runs"]) for r in rows})
+    steps = sorted({int(r["steps"]) for r in rows})
+    fig = viz.scaling_curves(
+        rows, facet="mode",
+        title=f"2D benchmark (bench/{csv_path.name}): mean reward vs NFE budget; rows: task, panels: mode and model "
+              f"({'/'.join(map(str, steps))} steps, {'/'.join(map(str, runs))} runs per cell; bands: ± standard error)",
+    )
+    return [save_figure(fig, out / "scaling_2d.png")]
 
 
 def _fig_eta_ratio(out: Path) -> list[Path]:
@@ -276,19 +312,18 @@ def _fig_mnist(out: Path, digit: int = 7) -> list[Path]:
     flow = pretrained.load("mnist-flow")
     reward = rewards.mnist_digit(digit)
     shape = (1, 28, 28)
-    rows, labels, names = [], [], []
+    rows, labels, names, row_names = [], [], [], []
     for i, m in enumerate(("bon", "smc", "svdd", "rbf")):
-        opts = {"lam": 1.0} if m == "smc" else {}
+        opts = tasks.get("mnist-digit").options(m)
         res = search.run(m, flow, reward, mode="linear-sde", budget=100, steps=10, runs=8, shape=shape,
                          generator=_gen(30 + i), **opts)
         rows.append(res.samples)
         labels += [f"{float(v):.2f}" for v in res.rewards.exp()]
         names.append(m)
-    from toyflow.viz import method_label
-
-    fig = viz.image_grid(torch.cat(rows), nrow=8, labels=labels,
-                         title=f"steering to digit {digit}: Linear SDE, 100 NFE per sample\nrows: "
-                               + ", ".join(method_label(n) for n in names) + f"; label: p({digit} | x), reward model")
+        row_names.append(f"{viz.method_label(m)}\nmean {float(res.rewards.exp().mean()):.2f}")
+    fig = viz.image_grid(torch.cat(rows), nrow=8, labels=labels, row_labels=row_names,
+                         title=f"steering to digit {digit}: one method per row (Linear SDE, 100 NFE per sample)\n"
+                               f"label: p({digit} | x) under the reward model; mean: over the row")
     paths = [save_figure(fig, out / "mnist_samples.png")]
     x1 = torch.randn((4,) + shape, generator=_gen(40))
     traj = dynamics.sample(flow, x1, "linear", steps=20, record=True)
@@ -299,11 +334,13 @@ def _fig_mnist(out: Path, digit: int = 7) -> list[Path]:
 
 # --------------------------------------------------------------------------------------------
 def make_all(out: Union[str, Path] = "figures", *, progress: bool = True, quick: bool = False,
-             threads: Optional[int] = None) -> list[Path]:
+             threads: Optional[int] = None, bench_csv: Optional[Union[str, Path]] = BENCH_CSV) -> list[Path]:
     """Regenerate every README figure into ``out``; returns the paths written (in order).
 
     ``quick=True`` shrinks the scaling grid (fewer runs and budgets) for smoke tests; the README
-    figures use the default. MNIST figures are skipped (logged) without the shipped MNIST weights.
+    figures use the default. MNIST figures are skipped (logged) without the shipped MNIST weights,
+    ``scaling_2d.png`` without the benchmark CSV ``bench_csv`` (in a clone: ``bench/results_regime_a.csv``;
+    None skips it).
     ``progress``: a line on stderr per figure group (with its time) and a bar for the scaling grid.
 
     Every figure is drawn on one torch thread unless ``threads`` says otherwise: the 2D ones are
@@ -324,6 +361,14 @@ def make_all(out: Union[str, Path] = "figures", *, progress: bool = True, quick:
                                          budgets=(50, 200) if quick else (50, 100, 200, 500), progress=progress)),
         ("eta ratio", lambda: _fig_eta_ratio(out)),
     ]
+    csv_path = Path(bench_csv) if bench_csv is not None else None
+    if csv_path is not None and csv_path.is_file():
+        jobs.append(("benchmark table", lambda: _fig_scaling_2d(out, csv_path)))
+    elif csv_path is not None:
+        log.info("scaling_2d.png skipped: no benchmark table at %s", csv_path)
+        if progress:
+            print(f"figures: scaling_2d.png skipped (no benchmark table at {csv_path}; it is drawn from a clone "
+                  "of the repository)", file=sys.stderr, flush=True)
     have = pretrained.available()
     if "mnist-flow" in have and "mnist-reward" in have:
         jobs.append(("mnist", lambda: _fig_mnist(out)))

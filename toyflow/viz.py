@@ -54,6 +54,7 @@ __all__ = [
     "density_panels",
     "velocity_field",
     "tilted_target",
+    "mass_levels",
     "budget_allocation",
     "rbf_steps",
     "smc_ess",
@@ -556,6 +557,29 @@ def velocity_field(
     return fig
 
 
+#: the tilted target p* in :func:`tilted_target`: heatmap colormap, contour colour, and the
+#: probability masses its contours enclose (highest-density regions)
+TILTED_CMAP = "Purples"
+TILTED_COLOR = "#3f007d"
+TILTED_MASSES = (0.5, 0.9, 0.99)
+
+
+def mass_levels(density, masses: Sequence[float] = TILTED_MASSES) -> np.ndarray:
+    """Density thresholds of the highest-density regions of a gridded density: the region where
+    ``density >= level`` holds the fraction ``q`` of the total, for each ``q`` in ``masses``.
+    Returned increasing (as ``contour`` wants: the largest mass first) and without repeats."""
+    d = np.sort(np.asarray(density, dtype=np.float64).ravel())[::-1]
+    d = d[np.isfinite(d) & (d > 0)]
+    if d.size == 0:
+        return np.array([])
+    cum = np.cumsum(d) / d.sum()
+    qs = sorted(float(q) for q in masses)
+    if not all(0.0 < q < 1.0 for q in qs):
+        raise ValueError(f"masses must lie strictly between 0 and 1, got {list(masses)}")
+    levels = [d[min(int(np.searchsorted(cum, q)), d.size - 1)] for q in reversed(qs)]
+    return np.unique(np.array(levels))
+
+
 def tilted_target(
     oracle,
     samples: Optional[Mapping[str, Any]] = None,
@@ -570,6 +594,8 @@ def tilted_target(
     with each method's samples (name -> (n, 2)) on top in its colour.
 
     ``panels=True``: one panel per method (clearer with many methods). ``show_base``: contours of p_0.
+    p* is drawn as a light heatmap (:data:`TILTED_CMAP`) with solid contours (:data:`TILTED_COLOR`)
+    around the regions holding :data:`TILTED_MASSES` of its mass, listed in each panel's legend.
     """
     for field in ("xs", "ys", "density", "base_density", "lam"):
         if not hasattr(oracle, field):
@@ -591,10 +617,19 @@ def tilted_target(
         fig, axs = _root_figure(ax), [ax]
     gx, gy = _np(oracle.xs), _np(oracle.ys)
     dens, base = _np(oracle.density), _np(oracle.base_density)
+    levels = mass_levels(dens, TILTED_MASSES)
+    mass_text = "/".join(f"{100 * q:g}" for q in TILTED_MASSES)
     mesh = None
     for j, (a, only) in enumerate(zip(axs, names)):
-        mesh = a.pcolormesh(gx, gy, dens, cmap="Greys", shading="auto", rasterized=True)
+        # p* is often a few tight blobs: a light heatmap, and solid contours around the regions that
+        # hold 50 / 90 / 99 % of its mass, so the target stays visible under the samples
+        mesh = a.pcolormesh(gx, gy, dens, cmap=TILTED_CMAP, shading="auto", rasterized=True)
         handles = []
+        if levels.size:
+            a.contour(gx, gy, dens, levels=levels, colors=TILTED_COLOR, linewidths=(0.8, 1.2, 1.8)[-levels.size:],
+                      zorder=2)
+            handles.append(Line2D([], [], color=TILTED_COLOR, lw=1.5,
+                                  label=f"$p^*$: {mass_text} % mass"))
         if show_base:
             a.contour(gx, gy, base, levels=4, colors="0.35", linewidths=0.6, linestyles="dashed")
             handles.append(Line2D([], [], color="0.35", lw=0.8, ls="--", label="$p_0$ contours"))
@@ -1116,6 +1151,51 @@ def _budget_axis(ax, values: Sequence[float], logx: bool) -> None:
             ax.minorticks_off()
 
 
+#: at most this many curves in one panel before ``facet="auto"`` splits the panels by mode
+MAX_CURVES_PER_PANEL = 8
+_FACETS = ("mode", "method")
+
+
+def _resolve_facet(facet: Optional[str], rows: list[Mapping], panels: Mapping) -> Optional[str]:
+    if facet is None or facet in _FACETS:
+        return facet
+    if facet != "auto":
+        raise ValueError(f"facet must be 'auto', 'mode', 'method' or None (one panel per task), got {facet!r}")
+    crowded = max(len({(str(r["method"]), str(r["mode"])) for r in prow}) for prow in panels.values())
+    several_modes = len({str(r["mode"]) for r in rows}) > 1
+    return "mode" if crowded > MAX_CURVES_PER_PANEL and several_modes else None
+
+
+def _facet_order(values, field: str) -> list[str]:
+    rank = {m: i for i, m in enumerate(MODE_STYLES if field == "mode" else METHOD_COLORS)}
+    return sorted(dict.fromkeys(values), key=lambda v: (rank.get(_canon(v), 99), v))
+
+
+def _draw_curve(ax, g: list[Mapping], *, method: str, mode: str, x: str, metric: str, error: Optional[str],
+                colors: Mapping[str, str], where: str, color: Optional[str] = None,
+                linestyle: Optional[str] = None) -> None:
+    """One method-mode curve (sorted by ``x``) with its ±``error`` band (colour: the method's,
+    line style and marker: the mode's, unless ``color`` / ``linestyle`` say otherwise)."""
+    xv = np.array([_num(r[x]) for r in g])
+    if len(np.unique(xv)) != len(xv):
+        raise ValueError(
+            f"{where}, method {method!r}, mode {mode!r}: several rows share the same {x}; "
+            "aggregate them first (one row per budget)"
+        )
+    order = np.argsort(xv)
+    xv = xv[order]
+    yv = np.array([_num(g[i][metric]) for i in order])
+    st = mode_style(mode)
+    c = color or _pick_color(colors, method)
+    ax.plot(xv, yv, color=c, ls=linestyle or st["linestyle"], marker=st["marker"], ms=4.5, lw=1.5,
+            label=f"{method_label(method)}, {mode_label(mode)}")
+    if error:
+        ev = np.array([_num(g[i][error]) for i in order])
+        ok = np.isfinite(ev) & np.isfinite(yv)
+        if ok.any():
+            ax.fill_between(xv[ok], (yv - ev)[ok], (yv + ev)[ok], color=c, alpha=0.15, linewidth=0)
+
+
 def scaling_curves(
     rows,
     *,
@@ -1124,44 +1204,39 @@ def scaling_curves(
     x: str = "budget",
     logx: bool = True,
     colors: Optional[Mapping[str, str]] = None,
+    facet: Optional[str] = "auto",
     axes=None,
     title: Optional[str] = None,
 ) -> Figure:
-    """``metric`` vs ``x`` (NFE budget) from a benchmark table: one panel per task, one colour per
-    method (:func:`method_color`, or ``colors``: method -> matplotlib colour), one line style /
-    marker per mode, ±``error`` bands.
+    """``metric`` vs ``x`` (NFE budget) from a benchmark table: one colour per method
+    (:func:`method_color`, or ``colors``: method -> matplotlib colour), one line style / marker per
+    mode, ±``error`` bands.
+
+    ``facet``: None draws one panel per task (and model) holding every method-mode curve;
+    ``"mode"`` draws a grid, one row per task and one panel per mode (and model), the methods as
+    curves; ``"method"`` the same with one panel per method, the modes as curves. ``"auto"``
+    (default) facets by mode when a panel would otherwise hold more than
+    :data:`MAX_CURVES_PER_PANEL` curves, so that a figure stays readable on a slide.
 
     rows: a CSV path or a list of dicts with at least task, method, mode, ``x``, ``metric`` (and
     ``error`` unless None); see :func:`read_results_csv`. Each (task, model, method, mode, x) must
-    appear once.
+    appear once. ``axes``: your own axes, as many as panels (a faceted grid: rows x columns of them).
     """
     need = ["task", "method", "mode", x, metric] + ([error] if error else [])
     rows = _rows(rows, need)
     colors = _check_colors(colors)
     panels = _panels(rows)
+    facet = _resolve_facet(facet, rows, panels)
+    if facet is not None:
+        return _faceted_scaling_curves(rows, panels, facet=facet, metric=metric, error=error, x=x, logx=logx,
+                                       colors=colors, axes=axes, title=title)
     fig, axs, own = _panel_axes(axes, len(panels), (4.4, 3.6))
     groups_all = _group_order(rows)
     for ax, (key, prow) in zip(axs, panels.items()):
         for method, mode in _group_order(prow):
             g = [r for r in prow if str(r["method"]) == method and str(r["mode"]) == mode]
-            xv = np.array([_num(r[x]) for r in g])
-            if len(np.unique(xv)) != len(xv):
-                raise ValueError(
-                    f"{_panel_title(key)}, method {method!r}, mode {mode!r}: several rows share the same {x}; "
-                    "aggregate them first (one row per budget)"
-                )
-            order = np.argsort(xv)
-            xv = xv[order]
-            yv = np.array([_num(g[i][metric]) for i in order])
-            st = mode_style(mode)
-            c = _pick_color(colors, method)
-            ax.plot(xv, yv, color=c, ls=st["linestyle"], marker=st["marker"], ms=4.5, lw=1.5,
-                    label=f"{method_label(method)}, {mode_label(mode)}")
-            if error:
-                ev = np.array([_num(g[i][error]) for i in order])
-                ok = np.isfinite(ev) & np.isfinite(yv)
-                if ok.any():
-                    ax.fill_between(xv[ok], (yv - ev)[ok], (yv + ev)[ok], color=c, alpha=0.15, linewidth=0)
+            _draw_curve(ax, g, method=method, mode=mode, x=x, metric=metric, error=error, colors=colors,
+                        where=_panel_title(key))
         _budget_axis(ax, [_num(r[x]) for r in prow], logx)
         ax.set_xlabel(_METRIC_LABELS.get(x, x))
         ax.set_ylabel(_METRIC_LABELS.get(metric, metric))
@@ -1177,6 +1252,64 @@ def scaling_curves(
     return fig
 
 
+def _faceted_scaling_curves(rows, panels, *, facet: str, metric: str, error: Optional[str], x: str, logx: bool,
+                            colors: Mapping[str, str], axes, title: Optional[str]) -> Figure:
+    """scaling_curves with one row of panels per task and one panel per (model, ``facet`` value)."""
+    curve = "method" if facet == "mode" else "mode"
+    tasks = list(dict.fromkeys(str(r["task"]) for r in rows))
+    models = list(dict.fromkeys(key[1] for key in panels))  # None when every task has one model
+    values = _facet_order((str(r[facet]) for r in rows), facet)
+    cols = [(model, v) for model in models for v in values]
+    nrows, ncols = len(tasks), len(cols)
+    if axes is None:
+        fig, grid = _new_figure(nrows, ncols, (3.05 * ncols + 1.7, 2.55 * nrows + 0.5), sharex=True, sharey="row")
+        own = True
+    else:
+        fig, grid = _axes_grid(axes, nrows, ncols, (0, 0))
+        own = False
+    for i, task in enumerate(tasks):
+        for j, (model, v) in enumerate(cols):
+            ax = grid[i, j]
+            key = (task, model)
+            prow = [r for r in panels.get(key, []) if str(r[facet]) == v]
+            if not prow:
+                ax.set_visible(False)
+                continue
+            for name in _facet_order((str(r[curve]) for r in prow), curve):
+                g = [r for r in prow if str(r[curve]) == name]
+                method, mode = (name, v) if facet == "mode" else (v, name)
+                _draw_curve(ax, g, method=method, mode=mode, x=x, metric=metric, error=error, colors=colors,
+                            where=_panel_title(key),  # one mode per panel: solid lines read best
+                            color=None if facet == "mode" else _MODE_COLORS.get(_canon(mode), "0.3"),
+                            linestyle="-" if facet == "mode" else None)
+            _budget_axis(ax, [_num(r[x]) for r in prow], logx)
+            label = mode_label(v) if facet == "mode" else method_label(v)
+            ax.set_title(label + (f" (model: {model})" if model is not None else ""), fontsize="medium")
+            ax.grid(alpha=0.3, lw=0.5)
+            if i == nrows - 1 or not grid[i + 1, j].get_visible():
+                ax.set_xlabel(_METRIC_LABELS.get(x, x))
+            if j == 0:
+                ax.set_ylabel(f"task: {task}\n{_METRIC_LABELS.get(metric, metric)}")
+    if facet == "mode":
+        methods = _facet_order((str(r["method"]) for r in rows), "method")
+        handles = [Line2D([], [], color=_pick_color(colors, m), lw=2.5, label=method_label(m)) for m in methods]
+        legend_title = "method"
+    else:
+        modes = _facet_order((str(r["mode"]) for r in rows), "mode")
+        handles = [Line2D([], [], color=_MODE_COLORS.get(_canon(m), "0.3"), ls=mode_style(m)["linestyle"],
+                          marker=mode_style(m)["marker"], lw=2, label=mode_label(m)) for m in modes]
+        legend_title = "mode"
+    if own:
+        fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize="medium",
+                   title=legend_title, frameon=False)
+        band = f" (bands: ±{error})" if error else ""
+        fig.suptitle(title or f"{_METRIC_LABELS.get(metric, metric)} vs {_METRIC_LABELS.get(x, x)}{band}")
+    else:
+        first = next(a for a in grid.ravel() if a.get_visible())
+        first.legend(handles=handles, fontsize="x-small", title=legend_title)
+    return fig
+
+
 def realism_reward_scatter(
     rows,
     *,
@@ -1184,54 +1317,97 @@ def realism_reward_scatter(
     realism: str = "realism",
     size_by: Optional[str] = "budget",
     connect: bool = True,
+    facet: Optional[str] = "auto",
     axes=None,
     title: Optional[str] = None,
 ) -> Figure:
     """Realism (mean log p_0) vs reward per task: colour = method, marker = mode, marker size grows
     with ``size_by`` (the budget); ``connect`` joins one method-mode's points in budget order.
-    Points far right but low are reward hacking: high reward, off the data distribution."""
+    Points far right but low are reward hacking: high reward, off the data distribution.
+
+    ``facet``: None, one panel per task (and model); ``"mode"``, one row of panels per task and one
+    panel per mode (and model); ``"auto"`` (default) facets by mode when a panel would otherwise hold
+    more than :data:`MAX_CURVES_PER_PANEL` method-mode series."""
     need = ["task", "method", "mode", reward, realism] + ([size_by] if size_by else [])
     rows = _rows(rows, need)
     panels = _panels(rows)
-    fig, axs, own = _panel_axes(axes, len(panels), (4.4, 3.8))
+    facet = _resolve_facet(facet, rows, panels)
+    if facet == "method":
+        raise ValueError("realism_reward_scatter facets by mode only (facet='mode', 'auto' or None)")
+    if facet == "mode":
+        tasks = list(dict.fromkeys(str(r["task"]) for r in rows))
+        models = list(dict.fromkeys(key[1] for key in panels))
+        cols = [(model, m) for model in models for m in _facet_order((str(r["mode"]) for r in rows), "mode")]
+        if axes is None:
+            fig, grid = _new_figure(len(tasks), len(cols), (3.6 * len(cols) + 0.6, 2.7 * len(tasks) + 1.2),
+                                    sharex="row", sharey="row")
+            own = True
+        else:
+            fig, grid = _axes_grid(axes, len(tasks), len(cols), (0, 0))
+            own = False
+        axs = []
+        for i, task in enumerate(tasks):
+            for j, (model, m) in enumerate(cols):
+                ax = grid[i, j]
+                prow = [r for r in panels.get((task, model), []) if str(r["mode"]) == m]
+                if not prow:
+                    ax.set_visible(False)
+                    continue
+                _realism_panel(ax, prow, reward=reward, realism=realism, size_by=size_by, connect=connect)
+                ax.set_title(mode_label(m) + (f" (model: {model})" if model is not None else ""), fontsize="medium")
+                ax.set_ylabel(f"task: {task}\n{_METRIC_LABELS.get(realism, realism)}" if j == 0 else "")
+                axs.append(ax)
+    else:
+        fig, axs, own = _panel_axes(axes, len(panels), (4.4, 3.8))
+        for ax, (key, prow) in zip(axs, panels.items()):
+            _realism_panel(ax, prow, reward=reward, realism=realism, size_by=size_by, connect=connect)
+            ax.set_title(_panel_title(key), fontsize="medium")
     groups_all = _group_order(rows)
-    for ax, (key, prow) in zip(axs, panels.items()):
-        sizes_all = np.array([_num(r[size_by]) for r in prow]) if size_by else None
-        lo = hi = None
-        if sizes_all is not None and np.isfinite(sizes_all).any() and (sizes_all > 0).any():
-            pos = sizes_all[np.isfinite(sizes_all) & (sizes_all > 0)]
-            lo, hi = np.log(pos.min()), np.log(pos.max())
-        for method, mode in _group_order(prow):
-            g = [r for r in prow if str(r["method"]) == method and str(r["mode"]) == mode]
-            if size_by:
-                g = sorted(g, key=lambda r: _num(r[size_by]))
-            xv = np.array([_num(r[reward]) for r in g])
-            yv = np.array([_num(r[realism]) for r in g])
-            if lo is not None:
-                sv = np.array([_num(r[size_by]) for r in g])
-                frac = (np.log(np.clip(sv, 1e-300, None)) - lo) / (hi - lo) if hi > lo else np.full(len(sv), 0.5)
-                s = 18 + 110 * np.nan_to_num(np.clip(frac, 0, 1), nan=0.5)
-            else:
-                s = np.full(len(g), 40.0)
-            c = method_color(method)
-            st = mode_style(mode)
-            if connect and len(g) > 1:
-                ax.plot(xv, yv, color=c, ls=st["linestyle"], lw=0.8, alpha=0.6, zorder=1)
-            ax.scatter(xv, yv, s=s, color=c, marker=st["marker"], edgecolors="white", linewidths=0.5, zorder=2)
-        ax.set_xlabel(_METRIC_LABELS.get(reward, reward))
-        ax.set_ylabel(_METRIC_LABELS.get(realism, realism))
-        ax.set_title(_panel_title(key), fontsize="medium")
-        ax.grid(alpha=0.3, lw=0.5)
     handles = _legend_handles(groups_all, lines=False)
+    if facet == "mode":
+        handles = handles[:len({g[0] for g in groups_all})]  # the methods: the mode is each panel's title
     if size_by:
         handles.append(Line2D([], [], ls="none", marker="o", color="0.6", ms=4, label=f"small: low {size_by}"))
         handles.append(Line2D([], [], ls="none", marker="o", color="0.6", ms=10, label=f"large: high {size_by}"))
-    if own:
+    if own and facet == "mode":
+        fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 5), fontsize="medium",
+                   title="method (marker size: budget)", frameon=False)
+    elif own:
         fig.legend(handles=handles, loc="outside right upper", fontsize="small", title="method / mode")
+    if own:
         fig.suptitle(title or "realism vs reward (high reward at low realism = reward hacking)")
     else:
         axs[0].legend(handles=handles, fontsize="x-small", title="method / mode")
     return fig
+
+
+def _realism_panel(ax, prow: list[Mapping], *, reward: str, realism: str, size_by: Optional[str], connect: bool) -> None:
+    """One panel of realism_reward_scatter: each method-mode's points, sized by ``size_by``."""
+    sizes_all = np.array([_num(r[size_by]) for r in prow]) if size_by else None
+    lo = hi = None
+    if sizes_all is not None and np.isfinite(sizes_all).any() and (sizes_all > 0).any():
+        pos = sizes_all[np.isfinite(sizes_all) & (sizes_all > 0)]
+        lo, hi = np.log(pos.min()), np.log(pos.max())
+    for method, mode in _group_order(prow):
+        g = [r for r in prow if str(r["method"]) == method and str(r["mode"]) == mode]
+        if size_by:
+            g = sorted(g, key=lambda r: _num(r[size_by]))
+        xv = np.array([_num(r[reward]) for r in g])
+        yv = np.array([_num(r[realism]) for r in g])
+        if lo is not None:
+            sv = np.array([_num(r[size_by]) for r in g])
+            frac = (np.log(np.clip(sv, 1e-300, None)) - lo) / (hi - lo) if hi > lo else np.full(len(sv), 0.5)
+            s = 18 + 110 * np.nan_to_num(np.clip(frac, 0, 1), nan=0.5)
+        else:
+            s = np.full(len(g), 40.0)
+        c = method_color(method)
+        st = mode_style(mode)
+        if connect and len(g) > 1:
+            ax.plot(xv, yv, color=c, ls=st["linestyle"], lw=0.8, alpha=0.6, zorder=1)
+        ax.scatter(xv, yv, s=s, color=c, marker=st["marker"], edgecolors="white", linewidths=0.5, zorder=2)
+    ax.set_xlabel(_METRIC_LABELS.get(reward, reward))
+    ax.set_ylabel(_METRIC_LABELS.get(realism, realism))
+    ax.grid(alpha=0.3, lw=0.5)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1269,12 +1445,14 @@ def image_grid(
     *,
     title: Optional[str] = None,
     labels: Optional[Sequence] = None,
+    row_labels: Optional[Sequence[str]] = None,
     pad: int = 2,
     ax=None,
 ) -> Figure:
     """Tile images (N, 1, H, W) in [-1, 1] into a grid with ``nrow`` images per row (as in
     torchvision). ``labels``: one per image (strings or numbers, e.g. rewards), drawn in each tile's
-    corner."""
+    corner. ``row_labels``: one name per grid row (e.g. the method that made the row), written at the
+    left of the row."""
     arr = _check_images(images, "image_grid")
     if isinstance(nrow, bool) or not isinstance(nrow, (int, np.integer)) or nrow < 1:
         raise ValueError(f"nrow (images per row) must be a positive integer, got {nrow!r}")
@@ -1285,6 +1463,11 @@ def image_grid(
             raise ValueError(f"labels must have one entry per image ({N}), got {len(labels)}")
     ncol = min(int(nrow), N)
     nr = math.ceil(N / ncol)
+    if row_labels is not None:
+        row_labels = [str(r) for r in row_labels]
+        if len(row_labels) != nr:
+            raise ValueError(f"row_labels must have one name per grid row: {N} images at {ncol} per row make "
+                             f"{nr} rows, got {len(row_labels)} names")
     canvas = np.zeros((nr * (H + pad) + pad, ncol * (W + pad) + pad))  # grey (0) separators
     for i in range(N):
         r, c = divmod(i, ncol)
@@ -1292,12 +1475,20 @@ def image_grid(
         canvas[y:y + H, x:x + W] = arr[i]
     if ax is None:
         scale = 0.85
-        fig, axs = _new_figure(1, 1, (max(2.0, scale * ncol), max(1.2, scale * nr + (0.4 if title else 0.0))))
+        extra = 0.0 if row_labels is None else 0.25 + 0.09 * max(len(max(r.split("\n"), key=len)) for r in row_labels)
+        fig, axs = _new_figure(1, 1, (max(2.0, scale * ncol + extra), max(1.2, scale * nr + (0.4 if title else 0.0))))
         ax = axs[0, 0]
     else:
         fig = _root_figure(ax)
     ax.imshow(canvas, cmap="gray", vmin=-1, vmax=1, interpolation="nearest")
-    ax.set_axis_off()
+    if row_labels is None:
+        ax.set_axis_off()
+    else:  # the names as y tick labels: the layout makes room for them
+        ax.set_xticks([])
+        ax.set_yticks([pad + r * (H + pad) + (H - 1) / 2 for r in range(nr)], row_labels)
+        ax.tick_params(axis="y", length=0, labelsize="large")
+        for spine in ax.spines.values():
+            spine.set_visible(False)
     if labels is not None:
         for i, lab in enumerate(labels):
             r, c = divmod(i, ncol)

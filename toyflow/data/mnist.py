@@ -7,12 +7,35 @@ Where the files are looked for (first hit wins): the ``data_dir`` argument, else
 ``TOYFLOW_DATA`` environment variable, else ``~/.cache/toyflow/mnist``. Inside that folder the
 files may sit directly or under ``MNIST/raw/`` (the torchvision layout), as ``name.gz`` or
 ``name``.
+
+Splits (:data:`SPLITS`):
+
+- ``train``: the official training split (60,000 digits); ``test``: the official test split
+  (t10k, 10,000 digits). Both download from the public mirrors (MD5-checked).
+- ``train5k``: 5,000 digits of the official training split, 500 per class, sorted by class (the
+  held-out evaluator's training digits). Which 5,000 they are is pinned by the shipped list of
+  per-image digests ``toyflow/data/mnist_train5k.json`` (:func:`train5k_manifest`); the draw
+  itself (its indices or seed) was not recorded when the subset was made, so the digests are the
+  definition. :func:`rebuild_train5k` finds the 5,000 digits in the full training split by
+  content and writes the two IDX files again; :func:`verify_train5k` checks a copy digit by digit.
+  ``load_mnist("train5k", download=True)`` downloads the training split and rebuilds the subset.
+- ``val5k``: a held-out part of the training split for validation and evaluation, disjoint from
+  train5k and from the official test split: for each class, the 500 digits outside train5k with the
+  smallest image digest (:func:`image_digest`), sorted by class. No random stream is involved, so
+  any copy of the training split gives the same 5,000 digits.
+- ``train50k``: the rest of the training split (60,000 minus train5k minus val5k, in the
+  training split's order): what the flow model and the reward classifier train on by default.
+
+``val5k`` and ``train50k`` are computed from the full training split (``train``) and the train5k
+digests; nothing beyond the two official training files is needed.
 """
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
+import json
 import logging
 import os
 import urllib.request
@@ -30,6 +53,12 @@ from toyflow.checkpoint import atomic_write_bytes
 __all__ = [
     "MNISTData",
     "load_mnist",
+    "SPLITS",
+    "image_digest",
+    "train5k_manifest",
+    "verify_train5k",
+    "rebuild_train5k",
+    "Train5kReport",
     "read_idx",
     "download_mnist",
     "resolve_data_dir",
@@ -60,6 +89,16 @@ MD5: Mapping[str, str] = MappingProxyType({
     "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
     "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
 })
+
+# splits made from the official training split (and the train5k digests), not files of their own
+DERIVED_SPLITS: tuple[str, ...] = ("val5k", "train50k")
+#: every split load_mnist knows
+SPLITS: tuple[str, ...] = tuple(SPLIT_FILES) + DERIVED_SPLITS
+#: digits per class in train5k and in val5k
+PER_CLASS = 500
+#: the shipped per-image digests of train5k (see train5k_manifest)
+TRAIN5K_MANIFEST = Path(__file__).with_name("mnist_train5k.json")
+DIGEST_CHARS = 16  # hex characters of sha256 kept per image: 64 bits, no collision among MNIST's 70,000
 
 MIRRORS: tuple[str, ...] = (
     "https://ossci-datasets.s3.amazonaws.com/mnist/",
@@ -210,33 +249,27 @@ def download_mnist(
     return paths
 
 
-def load_mnist(split: str, data_dir: str | os.PathLike | None = None, *, download: bool = False) -> MNISTData:
-    """Load an MNIST split ("train", "test" or "train5k") as :class:`MNISTData`.
-
-    With ``download=True`` missing standard files of the split are fetched first (train5k is a
-    local subset and cannot be downloaded).
-    """
-    if split not in SPLIT_FILES:
-        raise ValueError(f"unknown MNIST split {split!r}; choose one of {', '.join(SPLIT_FILES)}")
-    root = resolve_data_dir(data_dir)
+def _load_files(split: str, root: Path, download: bool) -> tuple[np.ndarray, np.ndarray, Path]:
+    """The uint8 images (N, 28, 28) and labels (N,) of a split stored as files, and their folder."""
     names = SPLIT_FILES[split]
     found = [_find(n, root) for n in names]
     if any(p is None for p in found) and download:
         if split == "train5k":
-            raise FileNotFoundError(
-                f"split 'train5k' is a local 5,000-digit subset and cannot be downloaded; "
-                f"put its files in {root} or use split='train' with download=True"
-            )
-        download_mnist(root, tuple(f"{n}.gz" for n, p in zip(names, found) if p is None))
+            rebuild_train5k(root, download=True)
+        else:
+            download_mnist(root, tuple(f"{n}.gz" for n, p in zip(names, found) if p is None))
         found = [_find(n, root) for n in names]
     missing = [n for n, p in zip(names, found) if p is None]
     if missing:
         searched = ", ".join(str(d) for d in _candidate_dirs(root))
         expected = ", ".join(f"{n}.gz (or {n})" for n in missing)
+        how = ("or use download=True (CLI: --download; needs internet: it fetches the official training split and "
+               "rebuilds train5k from it, checked against the shipped digests), or rebuild it from a local copy "
+               "of the training split with toyflow data train5k" if split == "train5k" else
+               "or use download=True (CLI: --download; needs internet)")
         raise FileNotFoundError(
             f"MNIST split {split!r}: missing {expected}; searched {searched}. "
-            f"Pass data_dir= (CLI: --data-dir) pointing at a folder with the files, set {DATA_ENV_VAR}, "
-            "or use download=True (needs internet; 'train' and 'test' only)."
+            f"Pass data_dir= (CLI: --data-dir) pointing at a folder with the files, set {DATA_ENV_VAR}, {how}."
         )
     images_path, labels_path = found
     images = read_idx(images_path)
@@ -253,7 +286,219 @@ def load_mnist(split: str, data_dir: str | os.PathLike | None = None, *, downloa
         )
     if labels.size and labels.max() > 9:
         raise _corrupt(labels_path, f"label {int(labels.max())} outside 0..9")
-    logger.debug("loaded MNIST %s: %d digits from %s", split, labels.shape[0], images_path.parent)
+    return images, labels, images_path.parent
+
+
+def load_mnist(split: str, data_dir: str | os.PathLike | None = None, *, download: bool = False) -> MNISTData:
+    """Load an MNIST split (one of :data:`SPLITS`: "train", "test", "train5k", "val5k", "train50k";
+    see the module docstring) as :class:`MNISTData`.
+
+    With ``download=True`` missing official files are fetched first; a missing train5k is rebuilt
+    from the downloaded training split and checked against the shipped digests. "val5k" and
+    "train50k" are cut from the training split (``train``), which they need.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"unknown MNIST split {split!r}; choose one of {', '.join(SPLITS)}")
+    root = resolve_data_dir(data_dir)
+    if split in DERIVED_SPLITS:
+        images, labels, source = _load_files("train", root, download)
+        val, rest = _held_out_indices(images, labels)
+        keep = val if split == "val5k" else rest
+        images, labels = images[keep], labels[keep]
+    else:
+        images, labels, source = _load_files(split, root, download)
+    logger.debug("loaded MNIST %s: %d digits from %s", split, labels.shape[0], source)
     x = torch.from_numpy(images).to(torch.float32).div_(127.5).sub_(1.0).unsqueeze(1)
     y = torch.from_numpy(labels).to(torch.int64)
-    return MNISTData(images=x, labels=y, split=split, source=images_path.parent)
+    return MNISTData(images=x, labels=y, split=split, source=source)
+
+
+# --------------------------------------------------------------------------------------------
+# train5k: the shipped digests, verifying a copy, rebuilding it from the training split
+# --------------------------------------------------------------------------------------------
+def image_digest(image: np.ndarray) -> str:
+    """The digest of one digit: sha256 of its 784 pixel bytes (uint8, row-major, as stored in the
+    IDX file), first 16 hex characters."""
+    image = np.ascontiguousarray(image, dtype=np.uint8)
+    if image.shape != (28, 28):
+        raise ValueError(f"image_digest expects one uint8 digit of shape (28, 28), got {image.shape}")
+    return hashlib.sha256(image.tobytes()).hexdigest()[:DIGEST_CHARS]
+
+
+def _digests(images: np.ndarray) -> list[str]:
+    return [image_digest(im) for im in images]
+
+
+def _idx_payload(array: np.ndarray) -> bytes:
+    """An uint8 array as IDX bytes (magic, big-endian dims, payload)."""
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    magic = IMAGE_MAGIC if array.ndim == 3 else LABEL_MAGIC
+    header = magic.to_bytes(4, "big") + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    return header + array.tobytes()
+
+
+def make_train5k_manifest(images: np.ndarray, labels: np.ndarray) -> dict:
+    """The manifest of a train5k copy (uint8 images (N, 28, 28), labels (N,), sorted by class): the
+    digests of its digits per class in file order, and the sha256 of the two uncompressed IDX files.
+    This is what ``toyflow/data/mnist_train5k.json`` holds (written once from the shipped files)."""
+    labels = np.asarray(labels)
+    if labels.size > 1 and (np.diff(labels.astype(np.int64)) < 0).any():
+        raise ValueError("train5k is sorted by class; these labels are not")
+    return {
+        "about": "train5k: 5,000 digits of the official MNIST training split (train-images-idx3-ubyte, "
+                 "train-labels-idx1-ubyte), 500 per class, sorted by class, each class in the order below. "
+                 "How the 5,000 were drawn (indices or seed) was not recorded when the subset was made; these "
+                 "digests define it. Rebuild or check a copy with toyflow data train5k "
+                 "(toyflow.data.mnist.rebuild_train5k / verify_train5k).",
+        "digest": f"sha256 of the image's 784 pixel bytes (uint8, row-major, as in the IDX file), "
+                  f"first {DIGEST_CHARS} hex characters",
+        "count": int(labels.size),
+        "images_idx_sha256": hashlib.sha256(_idx_payload(images)).hexdigest(),
+        "labels_idx_sha256": hashlib.sha256(_idx_payload(labels)).hexdigest(),
+        "digits": {str(c): [image_digest(im) for im in images[labels == c]] for c in range(10)},
+    }
+
+
+@functools.lru_cache(maxsize=4)
+def _read_manifest(path: str) -> dict:
+    try:
+        manifest = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"the train5k digests {path} are missing; reinstall toyflow (they ship with it)") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"the train5k digests {path} are not valid JSON ({e}); reinstall toyflow") from None
+    return manifest
+
+
+def train5k_manifest(path: str | os.PathLike | None = None) -> dict:
+    """The shipped train5k manifest (``toyflow/data/mnist_train5k.json``): ``digits`` maps each class
+    "0".."9" to the digests (:func:`image_digest`) of its 500 digits in file order; also the sha256
+    of the uncompressed IDX files and how the digests are made."""
+    return _read_manifest(str(path or TRAIN5K_MANIFEST))
+
+
+@dataclass(frozen=True)
+class Train5kReport:
+    """What :func:`verify_train5k` or :func:`rebuild_train5k` found: ``ok``; ``problems``, one line
+    each; ``paths`` of the train5k files; for a rebuild, ``indices`` of the 5,000 digits in the
+    official training split (in train5k order)."""
+
+    ok: bool
+    problems: tuple[str, ...]
+    paths: tuple[Path, ...]
+    indices: tuple[int, ...] = ()
+
+
+def _compare(images: np.ndarray, labels: np.ndarray, manifest: dict) -> list[str]:
+    """Differences between a train5k copy and the manifest, one line each (empty: identical)."""
+    problems = []
+    expected = manifest["digits"]
+    order = [c for c in range(10) for _ in expected[str(c)]]
+    if labels.shape[0] != len(order):
+        problems.append(f"{labels.shape[0]} digits, the manifest lists {len(order)}")
+    elif not np.array_equal(labels, np.array(order, dtype=labels.dtype)):
+        problems.append("the labels are not the manifest's: 500 per class, sorted by class")
+    for c in range(10):
+        got = [image_digest(im) for im in images[labels == c]]
+        want = expected[str(c)]
+        if got == want:
+            continue
+        unknown = sorted(set(got) - set(want))
+        if unknown:
+            problems.append(f"class {c}: {len(unknown)} digit(s) not in train5k, e.g. digest {unknown[0]}")
+        elif sorted(got) == sorted(want):
+            problems.append(f"class {c}: the right digits in another order")
+        else:
+            problems.append(f"class {c}: {len(set(want) - set(got))} digit(s) of train5k missing")
+    if not problems:
+        if hashlib.sha256(_idx_payload(images)).hexdigest() != manifest["images_idx_sha256"]:
+            problems.append("the images match digit by digit but the IDX file's sha256 differs")
+    return problems
+
+
+def verify_train5k(data_dir: str | os.PathLike | None = None, *, manifest: dict | None = None) -> Train5kReport:
+    """Check the train5k files in ``data_dir`` digit by digit against the shipped digests.
+
+    Returns a :class:`Train5kReport` (``ok`` False with one line per problem: a digit that is not in
+    train5k, a missing digit, another order). Missing files raise ``FileNotFoundError``."""
+    manifest = manifest or train5k_manifest()
+    images, labels, source = _load_files("train5k", resolve_data_dir(data_dir), download=False)
+    problems = _compare(images, labels, manifest)
+    paths = tuple(_find(n, source) for n in SPLIT_FILES["train5k"])
+    return Train5kReport(ok=not problems, problems=tuple(problems), paths=paths)
+
+
+def _train5k_indices(images: np.ndarray, labels: np.ndarray, manifest: dict) -> np.ndarray:
+    """Indices into the training split of the manifest's digits, in train5k order (first match of
+    each digest within its class); raises if some cannot be found."""
+    where: dict[tuple[int, str], int] = {}
+    for i, (im, lab) in enumerate(zip(images, labels)):
+        where.setdefault((int(lab), image_digest(im)), i)
+    out, missing = [], []
+    for c in range(10):
+        for d in manifest["digits"][str(c)]:
+            i = where.get((c, d))
+            (missing if i is None else out).append(d if i is None else i)
+    if missing:
+        raise ValueError(
+            f"{len(missing)} of the {sum(len(v) for v in manifest['digits'].values())} train5k digits are not in "
+            f"this training split (e.g. digest {missing[0]}); it is not the official MNIST training split "
+            "(train-images-idx3-ubyte, 60,000 digits): download it again (--download)"
+        )
+    return np.array(out, dtype=np.int64)
+
+
+def rebuild_train5k(
+    data_dir: str | os.PathLike | None = None,
+    out_dir: str | os.PathLike | None = None,
+    *,
+    download: bool = False,
+    manifest: dict | None = None,
+) -> Train5kReport:
+    """Rebuild the train5k files from the official training split and check them.
+
+    Reads ``train-images-idx3-ubyte`` / ``train-labels-idx1-ubyte`` from ``data_dir`` (``download=True``
+    fetches them, MD5-checked), finds each digit of the shipped digests by content, writes
+    ``train5k-images-idx3-ubyte.gz`` and ``train5k-labels-idx1-ubyte.gz`` into ``out_dir`` (default:
+    ``data_dir``; atomically, gzip without a time stamp) and verifies what it wrote. The report's
+    ``indices`` say where in the training split each train5k digit sits."""
+    manifest = manifest or train5k_manifest()
+    root = resolve_data_dir(data_dir)
+    images, labels, _ = _load_files("train", root, download)
+    idx = _train5k_indices(images, labels, manifest)
+    out = Path(out_dir).expanduser() if out_dir is not None else root
+    paths = []
+    for name, array in zip(SPLIT_FILES["train5k"], (images[idx], labels[idx])):
+        target = out / f"{name}.gz"
+        atomic_write_bytes(target, gzip.compress(_idx_payload(array), mtime=0))
+        paths.append(target)
+    check = verify_train5k(out, manifest=manifest)
+    if not check.ok:  # cannot happen unless the disk changed what was written
+        raise ValueError(f"train5k rebuilt into {out} does not verify: {'; '.join(check.problems)}")
+    logger.info("rebuilt train5k (%d digits) into %s", idx.size, out)
+    return Train5kReport(ok=True, problems=(), paths=tuple(paths), indices=tuple(int(i) for i in idx))
+
+
+def _held_out_indices(images: np.ndarray, labels: np.ndarray, manifest: dict | None = None
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """(val5k, train50k) indices into the training split: val5k = per class the PER_CLASS digits
+    outside train5k with the smallest digest (sorted by class, then digest); train50k = every digit
+    in neither, in the training split's order. A digit whose pixels equal a train5k digit's is
+    left out of both, so that neither shares an image with train5k."""
+    manifest = manifest or train5k_manifest()
+    digests = _digests(images)
+    in5k = {d for ds in manifest["digits"].values() for d in ds}
+    free = [i for i, d in enumerate(digests) if d not in in5k]
+    if len(free) == len(digests):
+        raise ValueError("none of the train5k digits is in this training split; it is not the official MNIST "
+                         "training split: download it again (--download)")
+    val = []
+    for c in range(10):
+        cls = sorted((digests[i], i) for i in free if labels[i] == c)
+        if len(cls) < PER_CLASS:
+            raise ValueError(f"class {c} has {len(cls)} digits outside train5k, fewer than the {PER_CLASS} of "
+                             "val5k; this is not the official MNIST training split: download it again (--download)")
+        val += [i for _, i in cls[:PER_CLASS]]
+    taken = set(val)
+    rest = np.array([i for i in free if i not in taken], dtype=np.int64)
+    return np.array(val, dtype=np.int64), rest
