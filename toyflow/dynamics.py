@@ -80,13 +80,22 @@ def _batch_time(x: Tensor, t: Union[Tensor, float]) -> Tensor:
     return t.to(dtype=x.dtype, device=x.device)
 
 
+def _coefficients(schedule: Interpolant, t: Tensor):
+    """schedule(t) for times already checked: the interpolant's own ``coefficients`` where it keeps the
+    base class's ``__call__`` (whose range check costs host syncs), else its ``__call__``."""
+    if type(schedule).__call__ is Interpolant.__call__:
+        return schedule.coefficients(t)
+    return schedule(t)
+
+
 def check_velocity(u: Tensor, x: Tensor, *, where: str = "model") -> Tensor:
     """Raise a clear error if a model's velocity has the wrong shape or holds NaN/inf."""
     if not torch.is_tensor(u):
         raise TypeError(f"{where} must return a torch.Tensor, got {type(u).__name__}")
     if u.shape != x.shape:
         raise ValueError(f"{where} returned shape {tuple(u.shape)}, expected the shape of x {tuple(x.shape)}")
-    if not bool(torch.isfinite(u).all()):
+    # one reduction in the common (finite) case; the element-wise test only to decide
+    if not math.isfinite(float(u.detach().sum())) and not bool(torch.isfinite(u).all()):
         raise FloatingPointError(
             f"{where} returned NaN or inf velocities; check the model's weights and inputs "
             "(a diverged training run, or x blown up by too large steps or too large eta)"
@@ -99,9 +108,12 @@ def x0_from_velocity(x: Tensor, u: Tensor, t: Union[Tensor, float], schedule: Un
     if not (torch.is_tensor(u) and torch.is_tensor(x)) or u.shape != x.shape:
         raise ValueError(f"x0_from_velocity needs u shaped like x, got x {tuple(getattr(x, 'shape', ()))} and u "
                          f"{tuple(getattr(u, 'shape', ()))} (no broadcasting: pass one velocity per particle)")
-    schedule = get(schedule)
-    t = _batch_time(x, t)
-    c = schedule(t)
+    return _x0_from_velocity(x, u, _batch_time(x, t), get(schedule))
+
+
+def _x0_from_velocity(x: Tensor, u: Tensor, t: Tensor, schedule: Interpolant) -> Tensor:
+    """:func:`x0_from_velocity` for checked inputs (t: (B,) in x's dtype, schedule an Interpolant)."""
+    c = _coefficients(schedule, t)
     D = c.d_alpha * c.sigma - c.d_sigma * c.alpha
     at_data = c.sigma == 0
     num_u = torch.where(at_data, torch.zeros_like(c.sigma), c.sigma)
@@ -112,9 +124,11 @@ def x0_from_velocity(x: Tensor, u: Tensor, t: Union[Tensor, float], schedule: Un
 
 def noise_from_velocity(x: Tensor, u: Tensor, t: Union[Tensor, float], schedule: Union[str, Interpolant]) -> Tensor:
     """Noise prediction: x1_hat = (d_alpha x - alpha u) / D."""
-    schedule = get(schedule)
-    t = _batch_time(x, t)
-    c = schedule(t)
+    return _noise_from_velocity(x, u, _batch_time(x, t), get(schedule))
+
+
+def _noise_from_velocity(x: Tensor, u: Tensor, t: Tensor, schedule: Interpolant) -> Tensor:
+    c = _coefficients(schedule, t)
     D = c.d_alpha * c.sigma - c.d_sigma * c.alpha
     return (_expand(c.d_alpha, x) * x - _expand(c.alpha, x) * u) / _expand(D, x)
 
@@ -126,7 +140,12 @@ def score_from_velocity(x: Tensor, u: Tensor, t: Union[Tensor, float], schedule:
     sigma = schedule(tb).sigma
     if bool((sigma <= 0).any()):
         raise ValueError("the score is undefined where sigma_t = 0 (t = 0 for these interpolants); use t > 0")
-    return -noise_from_velocity(x, u, tb, schedule) / _expand(sigma, x)
+    return _score_from_velocity(x, u, tb, schedule)
+
+
+def _score_from_velocity(x: Tensor, u: Tensor, t: Tensor, schedule: Interpolant) -> Tensor:
+    """:func:`score_from_velocity` for checked inputs with sigma_t > 0."""
+    return -_noise_from_velocity(x, u, t, schedule) / _expand(_coefficients(schedule, t).sigma, x)
 
 
 def velocity_from_x0(x: Tensor, x0: Tensor, t: Union[Tensor, float], schedule: Union[str, Interpolant]) -> Tensor:
@@ -373,8 +392,17 @@ def sde_step(
     noise: Tensor,
 ) -> Tensor:
     """Euler-Maruyama: x - h u + h (g^2/2) score + g sqrt(h) z, with h = t - t_next and g = g(t): (B,)."""
+    schedule = get(schedule)
+    t = _batch_time(x, t)
+    if bool((_coefficients(schedule, t).sigma <= 0).any()):
+        raise ValueError("the score is undefined where sigma_t = 0 (t = 0 for these interpolants); use t > 0")
+    return _sde_step(x, u, t, _batch_time(x, t_next), schedule, g, noise)
+
+
+def _sde_step(x: Tensor, u: Tensor, t: Tensor, t_next: Tensor, schedule: Interpolant, g: Tensor, noise: Tensor) -> Tensor:
+    """:func:`sde_step` for checked inputs (sigma_t > 0)."""
     h = t - t_next
-    score = score_from_velocity(x, u, t, schedule)
+    score = _score_from_velocity(x, u, t, schedule)
     he, ge = _expand(h, x), _expand(g, x)
     return x - he * u + he * (ge**2 / 2) * score + ge * torch.sqrt(he.clamp_min(0)) * noise
 
@@ -404,17 +432,25 @@ def step(
             bad = gt[~(torch.isfinite(gt) & (gt >= 0))].flatten()[0].item()
             raise ValueError(f"the diffusion g(t) must be finite and >= 0 (it is a noise scale), got {bad}; check the "
                              "diffusion callable (use diffusion='zero' or sde=False for the ODE)")
+    stochastic = g is not None and bool((g > 0).any())
+    if stochastic and noise is None:
+        raise ValueError("an SDE step (g > 0) needs noise shaped like x; pass noise=torch.randn_like(x)")
     final = t_next == 0
-    if g is None or not bool((g > 0).any()):
+    return _step(x, u, t, t_next, schedule, g if stochastic else None, noise, final if bool(final.any()) else None)
+
+
+def _step(x: Tensor, u: Tensor, t: Tensor, t_next: Tensor, schedule: Interpolant, g: Optional[Tensor],
+          noise: Optional[Tensor], final: Optional[Tensor]) -> Tensor:
+    """:func:`step` for checked inputs: ``g`` None for an Euler step, ``final`` None where no particle
+    reaches t = 0, else its (B,) mask."""
+    if g is None:
         out = euler_step(x, u, t, t_next)
     else:
-        if noise is None:
-            raise ValueError("an SDE step (g > 0) needs noise shaped like x; pass noise=torch.randn_like(x)")
         # particles already at t = 0 have sigma = 0: keep them off the score computation
         safe_t = torch.where(t > 0, t, torch.ones_like(t))
-        out = sde_step(x, u, safe_t, torch.where(t > 0, t_next, safe_t), schedule, g, noise)
-    if bool(final.any()):
-        x0 = x0_from_velocity(x, u, t, schedule)
+        out = _sde_step(x, u, safe_t, torch.where(t > 0, t_next, safe_t), schedule, g, noise)
+    if final is not None:
+        x0 = _x0_from_velocity(x, u, t, schedule)
         out = torch.where(_expand(final, x), x0, out)
     return out
 
@@ -510,23 +546,39 @@ def sample(
     B = x.shape[0]
     xs, us, x0s = ([x] if record else None), ([] if record else None), ([] if record else None)
     nfe = 0
-    for k in range(times.numel() - 1):
+    # everything about the grid is checked here, once; the loop then runs the private kernels
+    check_time(times, name="time_grid")
+    grid = times.tolist()
+    if any(b > a for a, b in zip(grid, grid[1:])):
+        raise ValueError("step goes from t down to t_next <= t (t = 1 noise, t = 0 data); the time grid increases")
+    g_grid = None
+    if sde and solver == "euler":
+        g_all = g_of_t(times[:-1])  # (K,): g at every step's start, element for element what g_of_t(t) gives
+        g_all = torch.as_tensor(g_all, dtype=times.dtype, device=times.device).expand(len(grid) - 1)  # a constant g
+        if not bool((torch.isfinite(g_all) & (g_all >= 0)).all()):
+            bad = g_all[~(torch.isfinite(g_all) & (g_all >= 0))].flatten()[0].item()
+            raise ValueError(f"the diffusion g(t) must be finite and >= 0 (it is a noise scale), got {bad}; check "
+                             "the diffusion callable (use diffusion='zero' or sde=False for the ODE)")
+        g_on = (g_all > 0).tolist()
+        g_grid = [g_all[k].expand(B) for k in range(len(grid) - 1)]  # (B,) per step
+    all_final = torch.ones(B, dtype=torch.bool, device=x.device)
+    for k in range(len(grid) - 1):
         t = times[k].expand(B)
         t_next = times[k + 1].expand(B)
         u = check_velocity(model(x, t), x)
         nfe += 1
         if record:
             us.append(u)
-            x0s.append(x0_from_velocity(x, u, t, schedule))
+            x0s.append(_x0_from_velocity(x, u, t, schedule))
         if solver == "heun":
             x, extra = heun_step(model, x, u, t, t_next, schedule)
             nfe += extra
         else:
-            g = g_of_t(t) if sde else None
             noise = None
-            if sde:
+            if sde:  # drawn at every SDE step, g > 0 or not, so the random stream does not depend on g
                 noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
-            x = step(x, u, t, t_next, schedule, g=g, noise=noise)
+            g = g_grid[k] if (sde and g_on[k]) else None
+            x = _step(x, u, t, t_next, schedule, g, noise, all_final if grid[k + 1] == 0 else None)
         if record:
             xs.append(x)
     return Trajectory(

@@ -17,6 +17,7 @@ same weights.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
@@ -164,6 +165,9 @@ class TrainConfig:
     reinit: bool = True  # re-draw the initial weights from ``seed`` (False: fine-tune the given weights)
     checkpoint_every: int = 0  # 0: only at the end
     progress: bool = True
+    # the fused AdamW kernel (CPU, CUDA): ~2x faster optimizer step, ~10 % per 2D step; not bit-identical to the
+    # default AdamW, so the shipped weights' recorded commands reproduce them only with False
+    fused_adamw: bool = False
 
     def __post_init__(self):
         for name in ("steps", "batch_size"):
@@ -255,11 +259,20 @@ def flow_matching_loss(
         raise ValueError(f"noise {tuple(noise.shape)} must have the shape of x0 {tuple(x0.shape)}")
     else:
         x1 = noise.to(x0.device, x0.dtype)
-    c = schedule(t)
+    c = _coefficients(schedule, t)
     shape = (-1,) + (1,) * (x0.dim() - 1)
     xt = c.alpha.reshape(shape) * x0 + c.sigma.reshape(shape) * x1
     target = c.d_alpha.reshape(shape) * x0 + c.d_sigma.reshape(shape) * x1
     return F.mse_loss(model(xt, t).float(), target.float())
+
+
+def _coefficients(schedule: Interpolant, t: Tensor):
+    """schedule(t) for training times drawn in [t_min, 1] by construction: the range check of
+    ``Interpolant.__call__`` (three reductions and host syncs per step) is skipped where the class
+    does not override ``__call__``; the coefficients are the same."""
+    if isinstance(schedule, Interpolant) and type(schedule).__call__ is Interpolant.__call__:
+        return schedule.coefficients(t)
+    return schedule(t)
 
 
 # ---- distributed helpers ------------------------------------------------------------------------
@@ -337,6 +350,40 @@ def _load_training_state(path: Path, model, ema, opt, generator) -> tuple[int, l
 
 
 # ---- the loop -----------------------------------------------------------------------------------
+def _adamw(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    """AdamW. By default torch's multi-tensor (foreach) implementation: a few kernel calls for all
+    parameters instead of a dozen per parameter, and the same arithmetic as the per-parameter loop, bit for
+    bit (the recorded commands of the shipped weights still reproduce them exactly; tested). With
+    ``cfg.fused_adamw`` (CPU, CUDA) the fused kernel: faster still on small models, but its rounding differs
+    in the last bits (2D MLP weights ~1e-6 apart after 4,000 steps)."""
+    kw = dict(lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.fused_adamw:
+        if device.type not in ("cpu", "cuda"):
+            raise ValueError(f"fused_adamw=True needs a CPU or CUDA device, got {device}; leave fused_adamw=False")
+        return torch.optim.AdamW(model.parameters(), fused=True, **kw)
+    if device.type in ("cpu", "cuda"):
+        return torch.optim.AdamW(model.parameters(), foreach=True, **kw)
+    return torch.optim.AdamW(model.parameters(), **kw)
+
+
+def _clip_grad_norm(params: list, max_norm: float, device: torch.device) -> None:
+    """``torch.nn.utils.clip_grad_norm_(params, max_norm)``, bit for bit, in a handful of kernel
+    calls (its Python-side grouping costs more than the 2D MLP's gradients): the total norm of the per-tensor
+    norms, the factor min(1, max_norm / (norm + 1e-6)), the gradients scaled by it; on CPU the
+    scaling is skipped where the factor is exactly 1 (multiplying by 1 changes nothing)."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return
+    if device.type not in ("cpu", "cuda") or len({(g.dtype, g.device) for g in grads}) > 1:
+        torch.nn.utils.clip_grad_norm_(params, max_norm)
+        return
+    total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads, 2.0)), 2.0)
+    coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
+    if device.type == "cpu" and float(coef) == 1.0:
+        return
+    torch._foreach_mul_(grads, coef)
+
+
 def _fit(
     model: nn.Module,
     batch_loss: Callable[[nn.Module, torch.Generator, torch.device], Tensor],
@@ -387,7 +434,7 @@ def _fit_body(
         from torch.nn.parallel import DistributedDataParallel
 
         train_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = _adamw(model, cfg, device)
     generator = torch.Generator(device="cpu").manual_seed(cfg.seed * 1000 + rank)  # rank's own batches
     extra = dict(extra_config or {})
     path = Path(checkpoint_path) if checkpoint_path is not None else None
@@ -409,29 +456,32 @@ def _fit_body(
         if earlier:
             extra["earlier_commands"] = earlier
     use_amp = (cfg.amp and device.type == "cuda") or (cfg.amp_cpu and device.type == "cpu")
+    params = list(model.parameters())
+    ema_params, ema_buffers, buffers = list(ema.parameters()), list(ema.buffers()), list(model.buffers())
     t0 = time.perf_counter()
     bar = tqdm(range(start, cfg.steps), desc=desc, disable=not cfg.progress or rank != 0, initial=start, total=cfg.steps)
     for step in bar:
         for group in opt.param_groups:
             group["lr"] = _lr_at(step, cfg)
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16) if use_amp else contextlib.nullcontext():
             loss = batch_loss(train_model, generator, device)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"training loss became {loss.detach().item()} at step {step}; lower the learning rate (lr={cfg.lr})")
-        opt.zero_grad(set_to_none=True)
+        value = loss.item()  # the one host sync of a step (the loss is logged anyway)
+        if not math.isfinite(value):
+            raise FloatingPointError(f"training loss became {value} at step {step}; lower the learning rate (lr={cfg.lr})")
+        for p in params:  # = opt.zero_grad(set_to_none=True), without its profiler hooks
+            p.grad = None
         loss.backward()
         if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            _clip_grad_norm(params, cfg.grad_clip, device)
         opt.step()
         decay = min(cfg.ema_decay, (1 + step) / (10 + step))
         with torch.no_grad():
-            for pe, p in zip(ema.parameters(), model.parameters()):
-                pe.lerp_(p, 1 - decay)
-            for be, b in zip(ema.buffers(), model.buffers()):
+            torch._foreach_lerp_(ema_params, params, 1 - decay)  # = pe.lerp_(p, 1 - decay) for each pair
+            for be, b in zip(ema_buffers, buffers):
                 be.copy_(b)
-        losses.append(loss.item())
-        if step % 20 == 0:
-            bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.4f}")
+        losses.append(value)
+        if step % 20 == 0 and not bar.disable:
+            bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.4f}", refresh=False)
         if path is not None and rank == 0 and cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0:
             _save_training_state(path, model, ema, opt, generator, step + 1, losses, cfg, extra)
     wall = time.perf_counter() - t0
