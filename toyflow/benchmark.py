@@ -97,10 +97,10 @@ def task_label(name: str, scale: float = 1.0) -> str:
 
 def make_task(name: str, model: str = "oracle", *, digit: int = 7, data_dir: Optional[str] = None,
               scale: float = 1.0) -> Task:
-    """Build a task. 2D tasks (``rewards.task(name, scale=scale)``) take model 'oracle' (exact mixture flow,
+    """Build a task registered in :mod:`toyflow.tasks`. 2D tasks (``tasks.get(name).make(scale)``) take model 'oracle' (exact mixture flow,
     x0_hat the posterior mean), 'mlp' (shipped MLP, scale 1), 'flowmap' (``models.FlowMapOracle``: x0_hat
     the exact ODE flow map) or 'flowmap-mlp' (shipped MLP distilled from it, scale 8)."""
-    from toyflow import metrics, pretrained, rewards
+    from toyflow import metrics, pretrained
 
     spec = tasks.get(name)  # a clear error for an unknown name
     if isinstance(spec, tasks.ToyTask):
