@@ -18,6 +18,13 @@ for the trained model). For every method:
        call j holds the runs that drew at least j proposals (each run's own NFE); for the other
        methods (a) = (b).
 
+A last column, "engine alone", times the same search with the model's recorded outputs replayed
+(``_common.ReplayModel``: the search takes exactly the same path, but no model runs): the engine's
+own bookkeeping between model calls. ``(own + engine) / own`` is the ratio the search would have if
+that bookkeeping ran as fast inside the real search as it does alone; the gap to the measured ratio
+is how much slower the same bookkeeping runs right after each model call (the last printed line
+measures that for a handful of small operations). Methods with reward gradients have no replay.
+
 RBF evaluates chunks of draws per call by default and discards the draws after an accepted one
 (not NFE, column "discarded / run"); the row "rbf (1 / call)" is RBF with ``proposals_per_tick=1``.
 The table reports best-of-repeats wall times and ratio = search / bare. The vp-sde search uses
@@ -34,7 +41,7 @@ import torch
 
 from toyflow import pretrained, rewards, search
 from toyflow.models import VelocityMLP
-from _common import CallLogger
+from _common import CallLogger, ReplayModel
 
 
 class QuadReward:
@@ -79,7 +86,8 @@ def measure(method, model, reward, kw, options, repeats, device=None):
     """One recording pass (the batch sizes of every model call), then ``repeats`` interleaved rounds of
     the search, the bare replay of its own calls and the same NFE drawn one per run and call. Returns
     the per-round seconds ("search", "own", "strict"), the result and the number of calls."""
-    logger = CallLogger(model)
+    replay = ReplayModel(model)
+    logger = CallLogger(replay)
     res = search.run(method, logger, reward, generator=torch.Generator(device=device).manual_seed(1), **kw, **options)
     sizes = logger.sizes
     if method.startswith("rbf"):  # the same NFE, one draw per run and call
@@ -89,22 +97,57 @@ def measure(method, model, reward, kw, options, repeats, device=None):
         assert sum(strict) == int(res.nfe.sum())
     else:
         strict = sizes
-    out = {"search": [], "own": [], "strict": [], "res": res, "calls": len(sizes)}
-    def run_search():
+    out = {"search": [], "own": [], "strict": [], "engine": [], "res": res, "calls": len(sizes)}
+    def run_search(m=model):
         _sync(device)
         t0 = time.perf_counter()
-        search.run(method, model, reward, generator=torch.Generator(device=device).manual_seed(1), **kw, **options)
+        search.run(method, m, reward, generator=torch.Generator(device=device).manual_seed(1), **kw, **options)
         _sync(device)
         return time.perf_counter() - t0
+
+    def run_engine_alone():  # the same search with the model's outputs replayed: the engine's own work
+        replay.rewind()
+        return run_search(replay)
 
     for i in range(repeats):  # the order alternates, so a drift of the machine's speed favours neither side
         if i % 2 == 0:
             out["search"].append(run_search())
         out["own"].append(bare_calls(model, sizes, max(sizes), device))
         out["strict"].append(bare_calls(model, strict, max(strict), device))
+        if not search.get_method(method).needs_gradients:  # replayed outputs carry no model Jacobian
+            out["engine"].append(run_engine_alone())
         if i % 2 == 1:
             out["search"].append(run_search())
     return out
+
+
+def after_gemm_probe(n: int = 300) -> str:
+    """How much slower a few dozen small tensor and numpy operations (a tick's bookkeeping) run right
+    after a model call than after none: the engine's work runs between model calls."""
+    import numpy as np
+    mlp = VelocityMLP().eval()
+    x, t = torch.randn(1024, 2), torch.rand(1024)
+    a, b = torch.randn(1024, 2), np.random.default_rng(0).random(256)
+
+    def small_ops():
+        for _ in range(15):
+            a * 1.5 + a
+            b * 2.0 + b
+
+    def timed(before):
+        total = 0.0
+        with torch.no_grad():
+            for _ in range(n):
+                before()
+                t0 = time.perf_counter()
+                small_ops()
+                total += time.perf_counter() - t0
+        return total / n
+
+    idle = min(timed(lambda: None) for _ in range(3))
+    after = min(timed(lambda: mlp(x, t)) for _ in range(3))
+    return (f"bookkeeping probe (60 small torch/numpy ops): {idle * 1e6:.0f} us after nothing, {after * 1e6:.0f} us right "
+            f"after a 1,024-row MLP call ({after / idle:.2f}x)")
 
 
 def main():
@@ -129,7 +172,7 @@ def main():
     print(f"R = {args.runs} runs, budget {args.budget}, {args.steps} steps, {args.mode}, {args.model} MLP, "
           f"{getattr(reward, 'name', args.reward)} reward, {args.threads} thread(s), best of {args.repeats}")
     header = f"{'method':<15} {'calls':>6} {'NFE/run':>8} {'discarded/run':>14} {'search ms':>10} " \
-             f"{'own calls ms':>13} {'ratio':>6} {'1 draw/call ms':>15} {'ratio':>6}"
+             f"{'own calls ms':>13} {'ratio':>6} {'1 draw/call ms':>15} {'ratio':>6} {'engine alone ms':>16} {'(own+engine)/own':>17}"
     print(header)
     print("-" * len(header))
     rows = [(m, {}) for m in args.methods.split(",")]
@@ -142,7 +185,9 @@ def main():
         s, b, c = min(m["search"]), min(m["own"]), min(m["strict"])
         print(f"{label:<15} {m['calls']:>6} {res.nfe.float().mean().item():>8.1f} "
               f"{res.discarded.float().mean().item():>14.1f} {s * 1e3:>10.1f} {b * 1e3:>13.1f} {s / b:>6.2f} "
-              f"{c * 1e3:>15.1f} {s / c:>6.2f}")
+              f"{c * 1e3:>15.1f} {s / c:>6.2f}" + (f" {min(m['engine']) * 1e3:>16.1f} {(b + min(m['engine'])) / b:>17.2f}"
+                                                   if m["engine"] else f" {'-':>16} {'-':>17}"))
+    print(after_gemm_probe())
 
 
 if __name__ == "__main__":
