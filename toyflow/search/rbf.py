@@ -128,6 +128,7 @@ def _search_steps(ctx: Context, opts: RBFOptions, lam: Optional[float], H: Tenso
     base_quota = None if reads_state else opts.allocation.for_total(S, search_total, device=dev)
     tab = ctx.tick_table()  # row k: step t_k -> t_{k+1}, then x0_hat and velocity rows of t_{k+1}
     W = tab.shape[1]
+    tab_rows = tab.view((K, W) + ones)  # gathered rows broadcast against (rows, *shape)
 
     on_cpu = torch.device(dev).type == "cpu"
 
@@ -196,27 +197,24 @@ def _search_steps(ctx: Context, opts: RBFOptions, lam: Optional[float], H: Tenso
         else:
             width = np.minimum(remaining, fixed)
         m = int(width.max())
-        dense = m == 1 and n_done == 0  # one draw per run: rows are runs
-        T2 = tab.index_select(0, to_torch(k))  # (R, W)
-        c = T2.view((R, W) + ones)  # c[:, T.A] etc. (TickColumn), broadcastable against (R, *shape)
-        base = torch.addcmul(c[:, T.A] * H[:, X], c[:, T.B], H[:, U])  # (R, *shape), the deterministic part
-        if guided:
-            base = base.addcmul_(c[:, T.H], H[:, GRAD], value=1.0 / lam)  # the guidance term h grad r / lam
-        if dense:
+        dense = m == 1 and n_done == 0
+        if dense:  # one draw per run: rows are runs
             N, src, start = R, runs, runs
-            y = base.addcmul_(c[:, T.C], ctx.noise(R)) if stochastic else base
-            cm, tcol, krow = c, T2[:, T.VELOCITY], (to_torch(kn) if guided else None)
+            cm = tab_rows.index_select(0, to_torch(k))  # (R, W, *ones): c[:, T.A] etc. (TickColumn)
+            Hm = H  # (R, P, *shape)
         else:  # width[i] draws of run i in rows start[i] .. start[i] + width[i] - 1, in draw order
             start = np.cumsum(width) - width
             N = int(start[-1] + width[-1])
             src = np.repeat(runs, width)  # (N,) run of each row
-            src_t = to_torch(src)
-            Tm = T2.index_select(0, src_t)
-            cm = Tm.view((N, W) + ones)
-            tcol, krow = Tm[:, T.VELOCITY], (to_torch(kn[src]) if guided else None)  # krow: the guided x0_hat's grid rows
-            y = base.index_select(0, src_t)
-            if stochastic:
-                y = y.addcmul_(cm[:, T.C], ctx.noise(N))
+            cm = tab_rows.index_select(0, to_torch(k[src]))  # (N, W, *ones)
+            Hm = H.index_select(0, to_torch(src))  # (N, P, *shape): each row's held particle
+        y = torch.addcmul(cm[:, T.A] * Hm[:, X], cm[:, T.B], Hm[:, U])  # (N, *shape), the deterministic part
+        if guided:
+            y = y.addcmul_(cm[:, T.H], Hm[:, GRAD], value=1.0 / lam)  # the guidance term h grad r / lam
+        if stochastic:
+            y = y.addcmul_(cm[:, T.C], ctx.noise(N))
+        tcol = cm[:, T.VELOCITY].reshape(N)
+        krow = to_torch(kn[src]) if guided else None  # the guided x0_hat's grid rows
         vcols = (tcol,) + tuple(cm[:, j] for j in range(T.VELOCITY + 1, W))  # (t,) or (t, 1/s, ds/s, s dt)
         if guided:
             uy, y0, ry, gy = ctx.guided(y, krow, cols=vcols, charge=False)
@@ -225,7 +223,7 @@ def _search_steps(ctx: Context, opts: RBFOptions, lam: Optional[float], H: Tenso
             y0 = torch.addcmul(cm[:, T.P_NEXT] * y, cm[:, T.Q_NEXT], uy)
             ry = ctx.reward(y0, check_finite=False)  # checked below, on the host copy RBF reads anyway
         ry_np = ry.detach().cpu()
-        ry_np = ry_np.numpy().astype(np.float64) if ry_np.dtype in (torch.float32, torch.float64) else \
+        ry_np = ry_np.numpy().astype(np.float64, copy=False) if ry_np.dtype in (torch.float32, torch.float64) else \
             ry_np.to(torch.float64).numpy()  # float64 holds every reward dtype exactly
         if not np.isfinite(ry_np).all():
             ctx.check_reward_values(ry, y0)  # raises the reward's NaN / inf error
@@ -279,11 +277,9 @@ def _search_steps(ctx: Context, opts: RBFOptions, lam: Optional[float], H: Tenso
         better = pick_r > sb_r
         if better.any():
             sb_r = np.where(better, pick_r, sb_r)
-            parts = [y, uy, y0] + ([gy] if guided else [])
+            cand = torch.stack([y, uy, y0] + ([gy] if guided else []), 1)  # (N, P, *shape)
             if idx is not None:  # the picked row of every run (R of the N rows)
-                idx_t = to_torch(idx)
-                parts = [a.index_select(0, idx_t) for a in parts]
-            cand = torch.stack(parts, 1)  # (R, P, *shape)
+                cand = cand.index_select(0, to_torch(idx))  # (R, P, *shape)
             SB = torch.where(to_torch(better).view((R, 1) + ones), cand, SB)  # (R, P, *shape)
         remaining -= used
         fin = imp | (remaining <= 0)  # ... or the step's best is kept when the quota is spent

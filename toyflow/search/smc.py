@@ -79,13 +79,14 @@ def run_smc(ctx: Context, opts: SMCOptions):
         w = torch.softmax(logw, 1)
         ess = 1.0 / (w**2).sum(1)
         low = ess < opts.ess_threshold * N
+        x0_all, r_all = x0, r
         if bool(low.any()):
             anc = torch.where(low[:, None], resample_indices(w, opts.resample, ctx.generator), ident)
             logw = torch.where(low[:, None], torch.zeros_like(logw), logw.gather(1, anc))
+            rows = (ar * N + anc).reshape(R * N)  # the ancestors' rows in the flat (R * N) batch
+            x, u, x0, r = (a.reshape((R * N,) + a.shape[2:]).index_select(0, rows).view_as(a) for a in (x, u, x0, r))
         else:
-            anc = ident
-        x0_all, r_all = x0, r
-        x, u, x0, r = x[ar, anc], u[ar, anc], x0[ar, anc], r[ar, anc]
+            anc = ident  # no run resamples: every particle is its own ancestor
         rec.step(k, ess=ess, candidates=(x0_all, r_all),
                  accepted=lambda anc=anc: torch.zeros(R, N, dtype=torch.bool, device=ctx.device).scatter_(1, anc, True),
                  parents=(k - 1, anc) if k > 0 else None, held=(x, x0, r))
