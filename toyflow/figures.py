@@ -81,7 +81,7 @@ FIGURES_2D = (
     "eta_ratio.png",
 )
 FIGURES_BENCH = ("scaling_2d.png",)
-FIGURES_MNIST = ("mnist_samples.png", "mnist_strip.png")
+FIGURES_MNIST = ("mnist_samples.png", "mnist_strip.png", "mnist_x0_along_t.png")
 #: the committed benchmark table that scaling_2d.png draws (grid (a) of bench/RESULTS.md); made by
 #: toyflow bench search --task rare-mode counting aesthetic --models oracle mlp --methods bon sop smc
 #: code svdd rbf rbf-strict --modes linear-ode linear-sde vp-sde --budgets 50 100 200 500 1000 --runs 64
@@ -329,7 +329,33 @@ def _fig_mnist(out: Path, digit: int = 7) -> list[Path]:
     traj = dynamics.sample(flow, x1, "linear", steps=20, record=True)
     fig = viz.trajectory_strip(traj, index=0, n_cols=11, title="one MNIST sample along its Linear ODE path")
     paths.append(save_figure(fig, out / "mnist_strip.png"))
+    paths.append(_fig_mnist_x0_along_t(out, {"shipped flow (20 Euler steps)": flow}))
     return paths
+
+
+def _fig_mnist_x0_along_t(out: Path, flows: dict, n: int = 32, steps: int = 20, seed: int = 41) -> Path:
+    """x0_hat = x_t - t u(x_t, t) along the Linear ODE path, one row per flow, one sample; above each
+    column the evaluator's mean confidence (max softmax probability) over ``n`` paths: a
+    posterior-mean x0_hat is a blur at high noise (low confidence), a flow map's is a digit."""
+    from toyflow import dynamics, pretrained, viz
+
+    evaluator = pretrained.load("mnist-evaluator")
+    shape = (1, 28, 28)
+    cols = [0, 2, 4, 6, 8, 10, 12, 14, 16, 18]  # grid indices: t = 1.0, 0.9, ..., 0.1
+    rows, labels, row_names = [], [], []
+    x1 = torch.randn((n,) + shape, generator=_gen(seed))
+    for name, flow in flows.items():
+        traj = dynamics.sample(flow, x1, "linear", steps=steps, record=True)
+        x0s = traj.x0s[cols].clamp(-1, 1)  # (C, n, 1, 28, 28)
+        with torch.no_grad():
+            conf = torch.stack([torch.softmax(evaluator(x0s[c]), 1).max(1).values.mean() for c in range(len(cols))])
+        rows.append(x0s[:, 0])
+        labels += [f"t={float(traj.times[c]):.1f} {float(v):.2f}" for c, v in zip(cols, conf)]
+        row_names.append(name)
+    fig = viz.image_grid(torch.cat(rows), nrow=len(cols), labels=labels, row_labels=row_names,
+                         title="x0_hat along the Linear ODE path (one sample; label: t and the evaluator's mean "
+                               f"confidence over {n} paths)")
+    return save_figure(fig, out / "mnist_x0_along_t.png")
 
 
 # --------------------------------------------------------------------------------------------
