@@ -67,6 +67,9 @@ log = logging.getLogger(__name__)
 # so a task registered later is found too)
 TASKS_2D = tasks.names("2d")
 TASKS_MNIST = tasks.names("mnist")
+# velocity models of the MNIST tasks -> shipped weights ('mlp' / 'oracle': the 2D names, taken as 'unet')
+MODELS_MNIST = {"unet": "mnist-flow", "unet-fewstep": "mnist-flow-fewstep", "mlp": "mnist-flow", "oracle": "mnist-flow"}
+
 # velocity models of the 2D tasks: the exact mixture (x0_hat = posterior mean), the shipped MLP trained on
 # it, the exact flow-map oracle (x0_hat = the ODE's endpoint) and the shipped MLP distilled from it
 MODELS_2D = ("oracle", "mlp", "flowmap", "flowmap-mlp")
@@ -129,9 +132,14 @@ def make_task(name: str, model: str = "oracle", *, digit: int = 7, data_dir: Opt
     if isinstance(spec, tasks.MnistTask):
         if scale != 1:
             raise ValueError(f"scale applies to the 2D tasks only, got scale={scale} for {name!r}")
-        if model not in ("unet", "mlp", "oracle"):
-            raise ValueError(f"MNIST tasks use the shipped UNet (model 'unet'), got {model!r}")
-        flow = pretrained.load("mnist-flow")
+        if model not in MODELS_MNIST:
+            raise ValueError(f"MNIST tasks use a shipped UNet: model 'unet' (the 20-step flow) or 'unet-fewstep' (the "
+                             f"few-step student, x0_hat a sharp digit at every t), got {model!r}")
+        shipped = MODELS_MNIST[model]
+        if shipped not in pretrained.available():
+            raise ValueError(f"model {model!r} needs the shipped weights {shipped!r}, which are not installed "
+                             f"(installed: {', '.join(pretrained.available())})")
+        flow = pretrained.load(shipped)
         classifier = pretrained.load("mnist-reward")
         evaluator = pretrained.load("mnist-evaluator")
         reward, target = spec.build_reward(digit, classifier), (digit if spec.scores_digit else None)
@@ -146,7 +154,7 @@ def make_task(name: str, model: str = "oracle", *, digit: int = 7, data_dir: Opt
                 out["fid"] = metrics.frechet_distance(metrics.classifier_features(x, evaluator), ref_features)
             return out
 
-        return Task(spec.label(digit), "unet", flow, reward, (1, 28, 28), evaluate)
+        return Task(spec.label(digit), "unet" if model in ("mlp", "oracle") else model, flow, reward, (1, 28, 28), evaluate)
     raise TypeError(f"task {name!r} is a {type(spec).__name__}; make_task builds tasks.ToyTask and tasks.MnistTask")
 
 
@@ -383,7 +391,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--models", nargs="+", default=["oracle"],
                    help="2D: oracle (exact mixture flow, x0_hat = posterior mean), mlp (shipped MLP, scale 1), flowmap "
                         "(exact flow-map oracle, x0_hat = the ODE endpoint), flowmap-mlp (shipped distilled MLP, scale 8); "
-                        "MNIST tasks use the shipped UNet (default oracle)")
+                        "MNIST: unet (the shipped 20-step flow; oracle / mlp mean the same there), unet-fewstep (the shipped "
+                        "few-step student, a sharp x0_hat at every t) (default oracle)")
     p.add_argument("--scale", type=float, default=1.0,
                    help="2D tasks: multiply the data and the reward's length scales by this, noise unchanged; 8 puts "
                         "the decision at high noise, the paper's regime (default 1)")
@@ -449,7 +458,7 @@ def main(args: argparse.Namespace) -> int:
             raise ValueError(f"unknown --time-grid {args.time_grid!r}; choose one of {', '.join(TIME_GRIDS)}")
         for t in args.task:
             tasks.get(t)  # a clear error naming the registered tasks
-        allowed = tuple(MODELS_2D) if any(t in tasks.TOY for t in args.task) else ("unet", "mlp", "oracle")
+        allowed = tuple(MODELS_2D) if any(t in tasks.TOY for t in args.task) else tuple(MODELS_MNIST)
         bad_models = [m for m in args.models if m not in allowed]
         if bad_models:
             raise ValueError(f"unknown --models {bad_models[0]!r} for these tasks; choose from {', '.join(allowed)}")
