@@ -87,6 +87,48 @@ viz.image_grid(base[:16], nrow=8, labels=[str(int(d)) for d in evaluator_digits(
 viz.trajectory_strip(traj, index=0)
 
 # %% [markdown]
+# ## What the search reads: $\hat x_0$ along the path
+#
+# Every search method decides on $\hat x_0 = x_t - t\,u(x_t, t)$ (Linear path). For a flow-matching
+# model this is the **posterior mean** $\mathbb E[x_0 \mid x_t]$: at high noise an average of many
+# digits, a blur that a classifier cannot read. The paper's model (FLUX.1-schnell) is
+# timestep-distilled: its $\hat x_0$ is a sharp image at every $t$. `"mnist-flow-fewstep"` is such a
+# model for MNIST: a student distilled from the shipped flow's own ODE trajectories
+# (`toyflow.fewstep`), whose $\hat x_0$ is the end point of the teacher's trajectory, the **flow map**.
+# Below: one path per row, $\hat x_0$ at $t = 1, 0.9, \dots, 0.1$, and the evaluator's mean confidence
+# (its largest class probability) over 32 paths.
+
+# %%
+student = pretrained.load("mnist-flow-fewstep")
+x1_paths = torch.randn((32,) + SHAPE, generator=torch.Generator().manual_seed(41))
+cols = list(range(0, 20, 2))  # grid indices of t = 1.0, 0.9, ..., 0.1 on a 20-step grid
+rows, labels = [], []
+for name, model in (("shipped flow", flow), ("few-step student", student)):
+    x0s = dynamics.sample(model, x1_paths, "linear", steps=20, record=True).x0s[cols].clamp(-1, 1)  # (10, 32, 1, 28, 28)
+    with torch.no_grad():
+        conf = [float(torch.softmax(evaluator(x0s[c]), 1).max(1).values.mean()) for c in range(len(cols))]
+    rows.append(x0s[:, 0])
+    labels += [f"t={1 - c / 20:.1f} {v:.2f}" for c, v in zip(cols, conf)]
+    print(f"{name:17s} evaluator confidence of x0_hat at t = 1.0 ... 0.1: " + " ".join(f"{v:.2f}" for v in conf))
+viz.image_grid(torch.cat(rows), nrow=len(cols), labels=labels, row_labels=["shipped flow", "few-step student"],
+               title="x0_hat along the Linear ODE path; label: t and the evaluator's mean confidence")
+
+# %% [markdown]
+# The student also samples in a few steps (`toyflow.fewstep.few_step_sample`): one model call per
+# step, against 20 for the shipped flow. Where the posterior-mean model is a blur at $t = 1$, the
+# student's first $\hat x_0$ is already a digit; that is the regime in which the paper's SDE search
+# and RBF pay off (notebook 07 shows the mechanism on the toys).
+
+# %%
+from toyflow import fewstep
+
+with torch.no_grad():
+    few = {k: fewstep.few_step_sample(student, x1_paths[:16], k) for k in (1, 2, 4)}
+viz.image_grid(torch.cat(list(few.values())), nrow=16,
+               row_labels=[f"{k} step{'s' * (k > 1)}" for k in few],
+               title="the few-step student's samples from the same noises, 1, 2 and 4 Euler steps")
+
+# %% [markdown]
 # ## Each method, steered to the digit
 #
 # Every method gets the same NFE budget per image and steers 64 images; we report the reward

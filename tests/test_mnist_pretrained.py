@@ -70,3 +70,43 @@ def test_every_method_runs_on_images(method):
     res = search.run(method, flow, reward, mode="vp-sde", budget=40, steps=4, runs=2, shape=(1, 28, 28), generator=g)
     assert res.samples.shape == (2, 1, 28, 28)
     assert bool((res.nfe <= 40).all()) and torch.equal(res.nfe, res.nfe_per_step.sum(1))
+
+
+needs_student = pytest.mark.skipif(
+    "mnist-flow-fewstep" not in pretrained.available() or "mnist-evaluator" not in pretrained.available(),
+    reason="the shipped few-step MNIST student is not installed",
+)
+
+
+@needs_student
+def test_fewstep_student_is_small_and_records_how_it_was_made():
+    student = pretrained.load("mnist-flow-fewstep")
+    info = pretrained.info("mnist-flow-fewstep")
+    assert type(student).arch == "unet" and info["weights_dtype"] == "float16"
+    assert pretrained.path("mnist-flow-fewstep").stat().st_size <= 1.9e6  # the student's share of the budget
+    assert "distill_fewstep_mnist.py" in info["command"] and info["distilled_from"]
+
+
+@needs_student
+def test_fewstep_student_x0_hat_is_sharper_than_the_flows_at_high_noise():
+    """At t = 1 the flow's x0_hat is a posterior-mean blur; the student's is the teacher's flow map, a
+    digit: the held-out evaluator is more confident on it (same noises)."""
+    evaluator = pretrained.load("mnist-evaluator")
+    x1 = torch.randn(32, 1, 28, 28, generator=torch.Generator().manual_seed(5))
+    t = torch.ones(32)
+    conf = {}
+    with torch.no_grad():
+        for name in ("mnist-flow", "mnist-flow-fewstep"):
+            x0 = (x1 - pretrained.load(name)(x1, t)).clamp(-1, 1)
+            conf[name] = float(torch.softmax(evaluator(x0), 1).max(1).values.mean())
+    assert conf["mnist-flow-fewstep"] > conf["mnist-flow"] + 0.15, conf
+
+
+@needs_student
+def test_benchmark_runs_the_student_as_model_unet_fewstep():
+    from toyflow import benchmark
+
+    task = benchmark.make_task("mnist-ink", "unet-fewstep")
+    assert task.model_name == "unet-fewstep"
+    ref = pretrained.load("mnist-flow-fewstep")
+    assert all(torch.equal(a, b) for a, b in zip(task.model.state_dict().values(), ref.state_dict().values()))

@@ -7,6 +7,9 @@
 Each JSON config records the command that trained the weights ("command") and, for weights made
 in several phases, the earlier ones in order ("earlier_commands"). ``mnist-flow`` is a flow-matching
 UNet fine-tuned by 20-step Euler distillation (``"objective"`` in its JSON; bench/RESULTS.md §3).
+``mnist-flow-fewstep`` is a smaller UNet distilled from ``mnist-flow``'s own ODE trajectories
+(``toyflow.fewstep``, ``bench/distill_fewstep_mnist.py``): its x0_hat is the teacher's flow map, a
+sharp digit at every t, and it samples in a few steps (``fewstep.few_step_sample``).
 ``2d-<task>-x8-flowmap`` are MLPs distilled from the exact flow map of ``rewards.task(<task>, scale=8)``
 (``models.FlowMapOracle``; ``python -m toyflow.distill``): x0_hat = x - t u is sharp, one Euler step samples.
 """
@@ -34,6 +37,7 @@ MODELS: Mapping[str, str] = MappingProxyType(
         "2d-counting-x8-flowmap": "mlp",
         "2d-aesthetic-x8-flowmap": "mlp",
         "mnist-flow": "unet",
+        "mnist-flow-fewstep": "unet",
         "mnist-reward": "reward-cnn",
         "mnist-evaluator": "evaluator-cnn",
     }
