@@ -329,7 +329,7 @@ def _fig_mnist(out: Path, digit: int = 7) -> list[Path]:
     traj = dynamics.sample(flow, x1, "linear", steps=20, record=True)
     fig = viz.trajectory_strip(traj, index=0, n_cols=11, title="one MNIST sample along its Linear ODE path")
     paths.append(save_figure(fig, out / "mnist_strip.png"))
-    flows = {"shipped flow (20 Euler steps)": flow}
+    flows = {"20-step flow": flow}
     if "mnist-flow-fewstep" in pretrained.available():
         flows["few-step student"] = pretrained.load("mnist-flow-fewstep")
     paths.append(_fig_mnist_x0_along_t(out, flows))
