@@ -159,7 +159,7 @@ def test_fused_adamw_is_opt_in_close_recorded_and_resumes_exactly(tmp_path):
     fused = train_flow(VelocityMLP(hidden=32), _fast_8gaussians, "linear", TrainConfig(**base, fused_adamw=True),
                        checkpoint_path=tmp_path / "whole")
     for a, b in zip(plain.model.state_dict().values(), fused.model.state_dict().values()):
-        torch.testing.assert_close(a, b, rtol=0, atol=1e-4)
+        torch.testing.assert_close(a, b, rtol=0, atol=2e-5)
     assert json.loads((tmp_path / "whole.json").read_text())["train_config"]["fused_adamw"] is True
     assert TrainConfig().fused_adamw is False
     cfg = TrainConfig(**base, fused_adamw=True, checkpoint_every=10)
@@ -183,7 +183,10 @@ def test_fused_adamw_is_opt_in_close_recorded_and_resumes_exactly(tmp_path):
 @pytest.mark.slow
 def test_recorded_command_reproduces_the_shipped_8gaussians_flow(tmp_path):
     """``toyflow train 2d --dataset 8gaussians --steps 4000`` (the command in its JSON) gives the shipped
-    weights exactly: the default loop has not changed one bit of what it computes (~15 s)."""
+    weights (~15 s): bit for bit on the machine that trained them; on another CPU the float32 kernels
+    round differently (measured: at most 1.4e-6 after 4,000 steps, weights up to 1.4), so the check is
+    to 2e-5; a single extra step (``--steps 4001``) already moves them by 1.3e-4. That the
+    default loop computes exactly what a plain reference loop does is tested bit for bit above."""
     from toyflow.cli import main
 
     info = pretrained.info("2d-8gaussians")
@@ -192,4 +195,4 @@ def test_recorded_command_reproduces_the_shipped_8gaussians_flow(tmp_path):
     ours, shipped = load_model(tmp_path / "r").state_dict(), pretrained.load("2d-8gaussians").state_dict()
     assert ours.keys() == shipped.keys()
     for k in ours:
-        assert torch.equal(ours[k], shipped[k]), k
+        assert torch.allclose(ours[k], shipped[k], rtol=0, atol=2e-5), (k, float((ours[k] - shipped[k]).abs().max()))
