@@ -10,6 +10,10 @@
   with the floor of two disjoint real train5k sets;
 - CPU time to sample 64 images with 1, 4 and 20 steps (best of 3).
 
+For a few-step student from ``bench/distill_fewstep_mnist.py --seed 0`` use ``--seed 1`` or ``2``: its
+training trajectories start from ``torch.Generator().manual_seed(0)``'s noises, the very noises
+``--seed 0`` samples from, so that seed measures memorisation, not quality.
+
 ``--mode linear-sde`` / ``vp-sde`` draws the quality samples with the search modes' SDEs instead (the
 paper's g_t = 3 t^2; VP: the model converted to the VP path): with the true velocity the marginals,
 hence these figures, are those of the ODE up to discretisation.

@@ -60,7 +60,7 @@ from toyflow.data import toy2d  # noqa: E402
 from toyflow.metrics import energy_distance  # noqa: E402
 from toyflow.models import VelocityMLP  # noqa: E402
 from toyflow.models.unet import UNet  # noqa: E402
-from toyflow.train import TrainConfig, _lr_at, train_flow  # noqa: E402
+from toyflow.train import TrainConfig, train_flow, warmup_cosine_lr  # noqa: E402
 
 ROWS: list[dict] = []  # the summary table
 
@@ -186,7 +186,7 @@ def cfm_loop(model: torch.nn.Module, steps: int, batch: int, device: torch.devic
     for k in range(1, steps + 1):
         if features:
             for group in opt.param_groups:
-                group["lr"] = _lr_at(k - 1, cfg)
+                group["lr"] = warmup_cosine_lr(k - 1, cfg)
         opt.zero_grad()
         x1 = data(batch, g).to(device)
         x0 = torch.randn_like(x1)

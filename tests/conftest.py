@@ -8,6 +8,20 @@ torch.set_num_threads(1)  # tiny tensors: thread hand-offs cost more than they s
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_MNIST = REPO.parent / "shared" / "data" / "mnist"
+BENCH = REPO / "bench"
+
+
+@pytest.fixture
+def bench_on_path():
+    """bench/ on sys.path for one test: the bench scripts import each other by plain name (as
+    ``python bench/NAME.py`` runs them), also lazily inside their functions."""
+    import sys
+
+    sys.path.insert(0, str(BENCH))
+    try:
+        yield BENCH
+    finally:
+        sys.path.remove(str(BENCH))
 
 
 def eight_gaussians(schedule=None, std=0.1, dtype=torch.float64):

@@ -3,27 +3,18 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
 from toyflow import search
 from toyflow.models import VelocityMLP
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
-
 
 @pytest.fixture
-def common():
-    sys.path.insert(0, str(BENCH))
-    try:
-        import _common
+def common(bench_on_path):
+    import _common
 
-        yield _common
-    finally:
-        sys.path.remove(str(BENCH))
+    return _common
 
 
 def _quadratic(x0):

@@ -21,14 +21,10 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 
 @pytest.fixture
-def gpu_bench():
-    sys.path.insert(0, str(BENCH))
-    try:
-        import gpu_bench
+def gpu_bench(bench_on_path):
+    import gpu_bench
 
-        yield gpu_bench
-    finally:
-        sys.path.remove(str(BENCH))
+    return gpu_bench
 
 
 def test_without_cuda_the_script_says_so_and_exits_0():

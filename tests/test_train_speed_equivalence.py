@@ -22,7 +22,7 @@ from toyflow.data import toy2d
 from toyflow.interpolants import get
 from toyflow.models import VelocityMLP, load_model
 from toyflow.models.unet import UNet
-from toyflow.train import TrainConfig, _lr_at, train_flow
+from toyflow.train import TrainConfig, train_flow, warmup_cosine_lr
 
 
 def _reference_8gaussians(n, g):
@@ -48,7 +48,7 @@ def _reference_loop(model, data, cfg: TrainConfig, schedule="linear"):
     losses = []
     for step in range(cfg.steps):
         for group in opt.param_groups:
-            group["lr"] = _lr_at(step, cfg)
+            group["lr"] = warmup_cosine_lr(step, cfg)
         with torch.autocast(device_type="cpu", dtype=torch.bfloat16, enabled=cfg.amp_cpu):
             if callable(data):
                 x0 = data(cfg.batch_size, g)

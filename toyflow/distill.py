@@ -32,6 +32,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from toyflow.models import FlowMapOracle, GaussianMixtureFlow, VelocityMLP, save_model
+from toyflow.train import warmup_cosine_lr
 
 __all__ = [
     "DistillConfig",
@@ -165,14 +166,6 @@ def _init_weights(model: torch.nn.Module, generator: torch.Generator) -> None:
                     m.bias.uniform_(-bound, bound, generator=generator)
 
 
-def _lr_at(step: int, cfg: DistillConfig) -> float:
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    progress = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
-    floor = cfg.lr * cfg.lr_final_ratio
-    return floor + (cfg.lr - floor) * 0.5 * (1 + math.cos(math.pi * progress))
-
-
 def train_flow_map_mlp(
     gmm: GaussianMixtureFlow,
     config: DistillConfig = DistillConfig(),
@@ -207,7 +200,7 @@ def train_flow_map_mlp(
     bar = tqdm(range(cfg.steps), desc="flow-map distillation", disable=not progress)
     for step in bar:
         for group in opt.param_groups:
-            group["lr"] = _lr_at(step, cfg)
+            group["lr"] = warmup_cosine_lr(step, cfg)
         idx = torch.randint(0, n, (cfg.batch_size,), generator=g)
         loss = flow_map_loss(model, pairs.x[idx], pairs.t[idx], pairs.u[idx], L)
         if not torch.isfinite(loss):

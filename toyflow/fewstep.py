@@ -275,15 +275,6 @@ class FewStepConfig:
             raise ValueError(f"device must be a string ('auto', 'cpu', 'cuda', 'cuda:N'), got {self.device!r}")
 
 
-def _lr_at(step: int, cfg: FewStepConfig) -> float:
-    """Linear warm-up over ``warmup`` steps, then cosine decay from lr to lr * lr_final_ratio."""
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    progress = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
-    floor = cfg.lr * cfg.lr_final_ratio
-    return floor + (cfg.lr - floor) * 0.5 * (1 + math.cos(math.pi * progress))
-
-
 _NORMS = (nn.GroupNorm, nn.LayerNorm, nn.modules.batchnorm._NormBase)
 
 
@@ -330,7 +321,7 @@ def distill_few_step(
 
     Returns ``student`` holding the EMA weights, in eval mode. ``losses``: a list that gets each step's loss.
     """
-    from toyflow.train import pick_device  # here: toyflow.train imports the models and checkpoints
+    from toyflow.train import pick_device, warmup_cosine_lr  # here: toyflow.train imports the models and checkpoints
 
     cfg = config
     if not isinstance(cfg, FewStepConfig):
@@ -371,7 +362,7 @@ def distill_few_step(
     running = 0.0
     for step in bar:
         for group in opt.param_groups:
-            group["lr"] = _lr_at(step, cfg)
+            group["lr"] = warmup_cosine_lr(step, cfg)
         idx = torch.randint(0, N, (cfg.batch_size,), generator=g).to(device)
         with autocast():
             loss = flow_map_loss(flat_student, x_pool[idx], pool.t[idx], u_pool[idx], L)

@@ -40,6 +40,7 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "pick_device",
+    "warmup_cosine_lr",
     "flow_matching_loss",
     "CoupledPairs",
     "make_reflow_pairs",
@@ -289,7 +290,10 @@ def _dist_info() -> tuple[int, int]:
     return 0, 1
 
 
-def _lr_at(step: int, cfg: TrainConfig) -> float:
+def warmup_cosine_lr(step: int, cfg) -> float:
+    """The learning rate at ``step``: linear warm-up over ``cfg.warmup`` steps, then cosine decay from
+    ``cfg.lr`` to ``cfg.lr * cfg.lr_final_ratio`` at ``cfg.steps`` (any config with those four fields:
+    TrainConfig, distill.DistillConfig, fewstep.FewStepConfig)."""
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
     progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
@@ -462,7 +466,7 @@ def _fit_body(
     bar = tqdm(range(start, cfg.steps), desc=desc, disable=not cfg.progress or rank != 0, initial=start, total=cfg.steps)
     for step in bar:
         for group in opt.param_groups:
-            group["lr"] = _lr_at(step, cfg)
+            group["lr"] = warmup_cosine_lr(step, cfg)
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16) if use_amp else contextlib.nullcontext():
             loss = batch_loss(train_model, generator, device)
         value = loss.item()  # the one host sync of a step (the loss is logged anyway)
