@@ -29,6 +29,21 @@ def test_same_seed_same_losses_and_weights(tmp_path):
         assert torch.equal(va, vb), k
 
 
+def test_on_step_sees_every_step_and_the_ema_weights_and_changes_nothing():
+    seen = []
+
+    def on_step(step, ema):
+        seen.append((step, {k: v.clone() for k, v in ema.state_dict().items()}))
+
+    plain = train_flow(VelocityMLP(hidden=32), _data, "linear", CFG)
+    hooked = train_flow(VelocityMLP(hidden=32), _data, "linear", CFG, on_step=on_step)
+    assert [s for s, _ in seen] == list(range(1, CFG.steps + 1))
+    assert hooked.losses == plain.losses  # the hook draws nothing and changes nothing
+    for k, v in hooked.model.state_dict().items():  # the last call saw the final EMA weights
+        assert torch.equal(seen[-1][1][k], v) and torch.equal(plain.model.state_dict()[k], v), k
+    assert not all(torch.equal(seen[0][1][k], v) for k, v in hooked.model.state_dict().items())
+
+
 def test_resume_equals_uninterrupted(tmp_path):
     cfg = TrainConfig(**{**CFG.__dict__, "checkpoint_every": 10})
     full = train_flow(VelocityMLP(hidden=32), _data, "linear", cfg, checkpoint_path=tmp_path / "a")

@@ -397,11 +397,12 @@ def _fit(
     resume: bool = False,
     extra_config: Optional[dict] = None,
     desc: str = "train",
+    on_step: Optional[Callable[[int, nn.Module], None]] = None,
 ) -> TrainResult:
     """The loop; with a checkpoint path, rank 0 holds the output's lock (a second writer is refused)
     from before the first step to after the last save, and first removes temp files crashes left."""
     rank, _ = _dist_info()
-    kw = dict(checkpoint_path=checkpoint_path, resume=resume, extra_config=extra_config, desc=desc)
+    kw = dict(checkpoint_path=checkpoint_path, resume=resume, extra_config=extra_config, desc=desc, on_step=on_step)
     if checkpoint_path is None or rank != 0:
         return _fit_body(model, batch_loss, cfg, **kw)
     path = Path(checkpoint_path)
@@ -421,6 +422,7 @@ def _fit_body(
     resume: bool = False,
     extra_config: Optional[dict] = None,
     desc: str = "train",
+    on_step: Optional[Callable[[int, nn.Module], None]] = None,
 ) -> TrainResult:
     rank, world = _dist_info()
     device = pick_device(cfg.device)
@@ -488,6 +490,8 @@ def _fit_body(
             bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.4f}", refresh=False)
         if path is not None and rank == 0 and cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0:
             _save_training_state(path, model, ema, opt, generator, step + 1, losses, cfg, extra)
+        if on_step is not None and rank == 0:
+            on_step(step + 1, ema)
     wall = time.perf_counter() - t0
     if path is not None and rank == 0:
         _save_training_state(path, model, ema, opt, generator, cfg.steps, losses, cfg, extra)
@@ -513,10 +517,15 @@ def train_flow(
     checkpoint_path: Optional[Union[str, Path]] = None,
     resume: bool = False,
     extra_config: Optional[dict] = None,
+    on_step: Optional[Callable[[int, nn.Module], None]] = None,
 ) -> TrainResult:
     """Conditional flow matching. ``data``: a tensor (N, *shape) of training points, a sampler
     ``data(n, generator) -> (n, *shape)`` drawing fresh points (the 2D datasets), or
-    :class:`CoupledPairs` (data with fixed noise partners: reflow)."""
+    :class:`CoupledPairs` (data with fixed noise partners: reflow).
+
+    ``on_step(steps_done, ema_model)``, if given, is called after every step (after any checkpoint
+    save), e.g. to evaluate the EMA weights every k steps; it must leave ``ema_model`` unchanged.
+    Its time counts in ``TrainResult.wall_time``."""
     schedule = get(schedule)
     if torch.is_tensor(data) and data.shape[0] == 0:
         raise ValueError("training data is empty")
@@ -530,7 +539,8 @@ def train_flow(
         x0 = _draw(data, config.batch_size, g).to(device)
         return flow_matching_loss(m, x0, schedule, g, config.t_min, config.t_sampling)
 
-    return _fit(model, batch_loss, config, checkpoint_path=checkpoint_path, resume=resume, extra_config=extra, desc="flow matching")
+    return _fit(model, batch_loss, config, checkpoint_path=checkpoint_path, resume=resume, extra_config=extra,
+                desc="flow matching", on_step=on_step)
 
 
 def command_history(config: dict) -> list[str]:

@@ -1,0 +1,289 @@
+"""Train the MNIST flow on a GPU and report steps per second, time to the quality target, the
+checkpoint a validation classifier chooses, that checkpoint's quality by an evaluator that chose
+nothing, and the search benchmark's wall time on the GPU against the CPU: one prepared run.
+
+Run:  python bench/gpu_train_mnist.py --data-dir DIR [--split train50k] [--reference-split val5k]
+          [--steps 20000] [--batch-size 256] [--eval-every 1000] [--out-dir runs/gpu-mnist] [--md FILE.md]
+      python bench/gpu_train_mnist.py --device cpu --quick --data-dir DIR    (a smoke test of the script)
+
+Two classifiers, two roles, so that the reported figures were not selected on:
+
+- the **validation classifier**, ``mnist-reward`` (trained on t10k), scores the EMA weights every
+  ``--eval-every`` steps: its confident share (max softmax >= 0.9) on ``--eval-samples`` samples
+  (20 Euler steps of the linear ODE, the same noises every time) is the quality curve; it decides
+  when the target is met and which evaluation's weights are kept as ``best``;
+- the **reported evaluator**, ``mnist-evaluator`` (trained on train5k), judges that one checkpoint
+  once, at the end: confident share, per-class frequencies, FID in its features against the
+  reference digits, with the real-vs-real floor (two disjoint reference sets) beside it.
+
+Quality target: the validation share of the samples within ``--target-gap`` points (default 5) of
+its share on real reference digits, with every class at least 5 % of the samples by its argmax (a
+collapsed flow's samples can all be confident). The best checkpoint is the evaluation with the
+highest share among those with every class covered (any evaluation if none is). Time to target: training wall time, evaluations excluded, up to
+the first evaluation that meets it. The defaults (the flow on ``train50k``, reference ``val5k``)
+keep the reference digits unseen by the flow and by both classifiers; with other splits the report
+says which of them saw the reference.
+
+Training runs through ``toyflow.train.train_flow`` (bf16 autocast on CUDA, TF32 matmuls and
+convolutions, EMA), the shipped layout by default. The search section times ``search.run`` with the
+shipped 20-step flow on task mnist-thick (digit 7), linear SDE, on the device and on the CPU, the same
+cells and seeds. Without CUDA (and without ``--device cpu``) the script says so and exits 0, having
+measured nothing (``--require-cuda``: status 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+SHIPPED_LAYOUT = dict(channels=(32, 64, 192), mid_blocks=2, extra_blocks=(1, 2), mid_attention=True)
+FULL = dict(steps=20_000, batch_size=256, eval_every=1000, eval_samples=1000, real=1000, sample_steps=20,
+            arch=SHIPPED_LAYOUT, search_runs=64, search_budget=50, search_methods=("svdd", "rbf"))
+QUICK = dict(steps=6, batch_size=8, eval_every=3, eval_samples=16, real=32, sample_steps=4,
+             arch=dict(channels=(8, 16, 16), mid_blocks=1, mid_attention=True),
+             search_runs=2, search_budget=20, search_methods=("svdd", "rbf"))
+CONFIDENT = 0.9  # the project's confident-share threshold (max softmax probability)
+COVERAGE = 0.05  # every digit class at least this frequent among the samples (a collapsed flow can be "confident")
+# which split each shipped classifier trained on: a reference split named here is not held out for it
+CLASSIFIER_SPLITS = {"mnist-reward": "test", "mnist-evaluator": "train5k"}
+
+
+def confident_share(images: torch.Tensor, classifier: torch.nn.Module) -> tuple[float, torch.Tensor]:
+    """(share with max softmax >= 0.9, argmax classes (B,)) of images (B, 1, 28, 28) in [-1, 1]."""
+    with torch.no_grad():
+        conf, cls = torch.softmax(classifier(images.clamp(-1, 1)).float(), 1).max(1)
+    return (conf >= CONFIDENT).sum().item() / conf.numel(), cls  # a count over n: exact in float64
+
+
+@torch.no_grad()
+def euler_samples(flow: torch.nn.Module, noises: torch.Tensor, steps: int, batch: int = 500) -> torch.Tensor:
+    """Linear-ODE samples (B, 1, 28, 28) from the given noises, ``steps`` uniform Euler steps."""
+    from toyflow import dynamics
+
+    return torch.cat([dynamics.sample(flow, noises[i:i + batch], "linear", steps=steps).x
+                      for i in range(0, noises.shape[0], batch)])
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class QualityCurve:
+    """The ``on_step`` hook of train_flow: every ``every`` steps, samples from the EMA weights on fixed
+    noises, the validation classifier's confident share, and the best weights so far (saved to ``best``).
+    Its own time is kept apart, so training time excludes evaluation."""
+
+    def __init__(self, *, every, noises, sample_steps, validator, target, best_path, device, t_start):
+        self.every, self.noises, self.sample_steps = every, noises, sample_steps
+        self.validator, self.target, self.best_path, self.device = validator, target, best_path, device
+        self.t_start, self.eval_seconds = t_start, 0.0
+        self.points: list[dict] = []  # one per evaluation: step, train_s, validation_share, eval_s
+        self.best: dict | None = None
+        self.time_to_target: dict | None = None
+
+    def __call__(self, step: int, ema: torch.nn.Module) -> None:
+        if step % self.every:
+            return
+        from toyflow.models import save_model
+
+        _sync(self.device)
+        t0 = time.perf_counter()
+        train_s = t0 - self.t_start - self.eval_seconds
+        share, cls = confident_share(euler_samples(ema, self.noises, self.sample_steps), self.validator)
+        rarest = torch.bincount(cls, minlength=10).min().item() / cls.numel()
+        point = dict(step=step, train_s=round(train_s, 2), validation_share=share, rarest_class=rarest)
+        rank = (rarest >= COVERAGE, share)
+        if self.best is None or rank > (self.best["rarest_class"] >= COVERAGE, self.best["validation_share"]):
+            self.best = point
+            save_model(self.best_path, ema, step=step, chosen_by="mnist-reward", validation_share=share,
+                       rarest_class=rarest)
+        if self.time_to_target is None and share >= self.target and rarest >= COVERAGE:
+            self.time_to_target = point
+        _sync(self.device)
+        point["eval_s"] = round(time.perf_counter() - t0, 2)
+        self.eval_seconds += point["eval_s"]
+        self.points.append(point)
+        print(f"step {step}: validation confident share {share:.3f} (target {self.target:.3f}), rarest class "
+              f"{rarest:.3f} (need {COVERAGE}), {train_s:.0f} s of training", flush=True)
+
+
+def time_search(device: torch.device, size: dict, data_dir) -> list[dict]:
+    """search.run wall time per method on ``device`` and on the CPU: the shipped flow, mnist-thick (7), linear SDE."""
+    from toyflow import pretrained, search, tasks
+
+    rows = []
+    spec = tasks.get("mnist-thick")
+    for where in ([device, torch.device("cpu")] if device.type != "cpu" else [device]):
+        flow = pretrained.load("mnist-flow", device=where)
+        reward = spec.build_reward(7, pretrained.load("mnist-reward", device=where))
+        for method in size["search_methods"]:
+            g = torch.Generator(device=where).manual_seed(0)
+            search.run(method, flow, reward, mode="linear-sde", budget=size["search_budget"], steps=10, runs=1,
+                       shape=(1, 28, 28), generator=g, device=where)  # warm-up: kernels, autotuning
+            _sync(where)
+            t0 = time.perf_counter()
+            res = search.run(method, flow, reward, mode="linear-sde", budget=size["search_budget"], steps=10,
+                             runs=size["search_runs"], shape=(1, 28, 28), generator=g, device=where)
+            _sync(where)
+            rows.append(dict(device=where.type, method=method, runs=size["search_runs"], budget=size["search_budget"],
+                             wall_s=time.perf_counter() - t0, reward_mean=res.rewards.double().mean().item()))
+    return rows
+
+
+def run(args) -> dict:
+    from toyflow import metrics, pretrained
+    from toyflow.data.mnist import load_mnist
+    from toyflow.models.unet import UNet
+    from toyflow.train import TrainConfig, train_flow
+
+    size = dict(QUICK if args.quick else FULL)
+    for key in ("steps", "batch_size", "eval_every", "eval_samples"):
+        if getattr(args, key) is not None:
+            size[key] = getattr(args, key)
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True  # TF32 where it helps: the fp32 parts (EMA, sampling)
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    train = load_mnist(args.split, args.data_dir).images
+    reference = load_mnist(args.reference_split, args.data_dir).images
+    real = size["real"]
+    if reference.shape[0] < 2 * real:
+        raise ValueError(f"--reference-split {args.reference_split} has {reference.shape[0]} digits; the report needs "
+                         f"{2 * real} (two disjoint sets for the real-vs-real floor)")
+    seen = [name for name, split in CLASSIFIER_SPLITS.items() if split == args.reference_split]
+    if args.reference_split == args.split:
+        seen.append("the flow")
+    validator = pretrained.load("mnist-reward", device=device)
+    evaluator = pretrained.load("mnist-evaluator", device=device)
+    real_ref, real_floor = reference[:real].to(device), reference[real:2 * real].to(device)
+    real_validation_share, _ = confident_share(real_ref, validator)
+    target = real_validation_share - args.target_gap / 100
+    noises = torch.randn(size["eval_samples"], 1, 28, 28, generator=torch.Generator().manual_seed(args.seed + 1)).to(device)
+
+    torch.manual_seed(args.seed)
+    model = UNet(**size["arch"])
+    cfg = TrainConfig(steps=size["steps"], batch_size=size["batch_size"], lr=args.lr, ema_decay=args.ema_decay,
+                      seed=args.seed, device=str(device), amp=not args.no_amp, checkpoint_every=0,
+                      progress=not args.quiet, t_sampling="logit-normal-mix")
+    _sync(device)
+    t_start = time.perf_counter()
+    curve = QualityCurve(every=size["eval_every"], noises=noises, sample_steps=size["sample_steps"],
+                         validator=validator, target=target, best_path=out / "best", device=device, t_start=t_start)
+    res = train_flow(model, train.to(device), "linear", cfg, checkpoint_path=out / "last",
+                     extra_config={"dataset": f"mnist-{args.split}", "task": "mnist",
+                                   "command": "python bench/gpu_train_mnist.py " + " ".join(sys.argv[1:])},
+                     on_step=curve)
+    _sync(device)
+    train_seconds = time.perf_counter() - t_start - curve.eval_seconds
+
+    # the chosen checkpoint, judged once by the evaluator (which chose nothing)
+    from toyflow.models import load_model
+
+    best = load_model(out / "best", arch="unet", device=device).float().eval()
+    x = euler_samples(best, torch.randn(real, 1, 28, 28, generator=torch.Generator().manual_seed(args.seed + 2)).to(device),
+                      size["sample_steps"])
+    share, cls = confident_share(x, evaluator)
+    real_share, _ = confident_share(real_ref, evaluator)
+    freq = (torch.bincount(cls, minlength=10).float() / cls.numel()).tolist()
+    fid = metrics.classifier_fid(x, real_ref, evaluator)
+    floor = metrics.classifier_fid(real_floor, real_ref, evaluator)
+    report = dict(
+        device=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        split=args.split, reference_split=args.reference_split, reference_seen_by=seen,
+        parameters=sum(p.numel() for p in model.parameters()), steps=size["steps"], batch_size=size["batch_size"],
+        amp=cfg.amp and device.type == "cuda", train_seconds=train_seconds, steps_per_second=size["steps"] / train_seconds,
+        samples_per_second=size["steps"] * size["batch_size"] / train_seconds, eval_seconds=curve.eval_seconds,
+        real_validation_share=real_validation_share, target=target, curve=curve.points, time_to_target=curve.time_to_target,
+        chosen=curve.best, reported=dict(confident_share=share, real_confident_share=real_share, class_frequencies=freq,
+                                         fid=fid, fid_floor=floor, samples=real),
+        last_checkpoint=str(res.checkpoint), best_checkpoint=str(out / "best.safetensors"),
+    )
+    if not args.no_search:
+        report["search"] = time_search(device, size, args.data_dir)
+    return report
+
+
+def markdown(r: dict) -> str:
+    lines = [f"## MNIST flow training on {r['device']}", "",
+             f"{r['parameters']:,} parameters, {r['steps']:,} steps of batch {r['batch_size']}, flow on `{r['split']}`, "
+             f"bf16 autocast {'on' if r['amp'] else 'off'}: **{r['steps_per_second']:.2f} steps/s** "
+             f"({r['samples_per_second']:,.0f} samples/s; training {r['train_seconds']:.0f} s, the evaluations' "
+             f"{r['eval_seconds']:.0f} s excluded).", "",
+             f"Target: validation confident share ≥ {r['target']:.3f} (real `{r['reference_split']}` digits: "
+             f"{r['real_validation_share']:.3f}, minus the gap), every class ≥ {COVERAGE:.0%} of the samples. "
+             + (f"**Met at step {r['time_to_target']['step']:,}, {r['time_to_target']['train_s']:.0f} s of training.**"
+                if r["time_to_target"] else "**Not met** within the run."), "",
+             "| step | training s | validation confident share | rarest class |", "|---|---|---|---|"]
+    lines += [f"| {p['step']:,} | {p['train_s']:.0f} | {p['validation_share']:.3f} | {p['rarest_class']:.3f} |"
+              for p in r["curve"]]
+    q = r["reported"]
+    lines += ["", f"Chosen by the validation classifier: step {r['chosen']['step']:,}. The evaluator on it "
+              f"({q['samples']} samples): confident {q['confident_share']:.3f} (real digits {q['real_confident_share']:.3f}), "
+              f"class frequencies {min(q['class_frequencies']):.3f}–{max(q['class_frequencies']):.3f}, "
+              f"FID {q['fid']:.1f} (real-vs-real floor {q['fid_floor']:.1f})."]
+    if r["reference_seen_by"]:
+        lines += ["", f"Caveat: the reference split `{r['reference_split']}` was seen in training by "
+                  f"{', '.join(r['reference_seen_by'])}; those figures are not held out."]
+    if "search" in r:
+        lines += ["", "| search (mnist-thick-7, linear SDE) | device | runs | budget | wall s |", "|---|---|---|---|---|"]
+        lines += [f"| {s['method']} | {s['device']} | {s['runs']} | {s['budget']} | {s['wall_s']:.2f} |" for s in r["search"]]
+        by = {(s["method"], s["device"]): s["wall_s"] for s in r["search"]}
+        ratios = [f"{m}: {by[(m, 'cpu')] / by[(m, 'cuda')]:.1f}×" for m, d in by if d == "cuda" and (m, "cpu") in by]
+        if ratios:
+            lines += ["", "GPU speed-up over the CPU: " + ", ".join(ratios)]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data-dir", default=None, help="MNIST IDX folder (default $TOYFLOW_DATA)")
+    ap.add_argument("--split", default="train50k", help="the flow's training split (default train50k)")
+    ap.add_argument("--reference-split", default="val5k", help="held-out real digits for the target, shares and FID "
+                    "(default val5k)")
+    ap.add_argument("--device", default="cuda", help="cuda (default) or cpu (a smoke run with --quick)")
+    ap.add_argument("--require-cuda", action="store_true", help="exit 1 instead of 0 when there is no CUDA device")
+    ap.add_argument("--quick", action="store_true", help="a tiny UNet and a few steps: every code path in seconds")
+    ap.add_argument("--steps", type=int, default=None, help=f"training steps (default {FULL['steps']:,})")
+    ap.add_argument("--batch-size", type=int, default=None, help=f"default {FULL['batch_size']}")
+    ap.add_argument("--eval-every", type=int, default=None, help=f"steps between evaluations (default {FULL['eval_every']})")
+    ap.add_argument("--eval-samples", type=int, default=None, help=f"samples per evaluation (default {FULL['eval_samples']})")
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--ema-decay", type=float, default=0.9995)
+    ap.add_argument("--target-gap", type=float, default=5.0, help="points below the real digits' share (default 5)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-amp", action="store_true", help="fp32 training (TF32 matmuls) instead of bf16 autocast")
+    ap.add_argument("--no-search", action="store_true", help="skip the search timing")
+    ap.add_argument("--quiet", action="store_true", help="no progress bar")
+    ap.add_argument("--out-dir", default="runs/gpu-mnist", help="checkpoints: OUT/last (+ training state), OUT/best")
+    ap.add_argument("--md", default=None, help="also write the report as Markdown here (the JSON goes to OUT/report.json)")
+    args = ap.parse_args(argv)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        print("no CUDA device: gpu_train_mnist measured nothing (run it on a GPU machine, or --device cpu --quick "
+              "for a smoke run)")
+        return 1 if args.require_cuda else 0
+    for key in ("steps", "batch_size", "eval_every", "eval_samples"):
+        value = getattr(args, key)
+        if value is not None and value < 1:
+            ap.error(f"--{key.replace('_', '-')} must be >= 1, got {value}")
+    report = run(args)
+    text = markdown(report)
+    print(text)
+    from toyflow.checkpoint import atomic_write_text
+
+    atomic_write_text(Path(args.out_dir) / "report.json", json.dumps(report, indent=2) + "\n")
+    if args.md:
+        atomic_write_text(args.md, text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
