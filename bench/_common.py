@@ -2,9 +2,40 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections import Counter
+
 import torch
 
-__all__ = ["CallLogger", "ReplayModel"]
+__all__ = ["CallLogger", "ReplayModel", "HOST_READS", "count_host_reads"]
+
+# the torch.Tensor methods that hand a value to Python or a host array: each is a device sync on a GPU
+HOST_READS = ("item", "__bool__", "__float__", "__int__", "__index__", "tolist", "numpy")
+
+
+@contextlib.contextmanager
+def count_host_reads(phase: list | None = None):
+    """Count calls of the :data:`HOST_READS` methods while the block runs; yields a Counter keyed by
+    ``(phase[0], method name)`` (``phase`` a one-element list the caller may switch mid-run; default
+    ``["all"]``). ``sum(counter.values())`` is the number of host reads."""
+    counter: Counter = Counter()
+    phase = phase if phase is not None else ["all"]
+    originals = {name: getattr(torch.Tensor, name) for name in HOST_READS}
+
+    def wrap(name, fn):
+        def counted(self, *args, **kwargs):
+            counter[(phase[0], name)] += 1
+            return fn(self, *args, **kwargs)
+
+        return counted
+
+    try:
+        for name, fn in originals.items():
+            setattr(torch.Tensor, name, wrap(name, fn))
+        yield counter
+    finally:
+        for name, fn in originals.items():
+            setattr(torch.Tensor, name, fn)
 
 
 class CallLogger(torch.nn.Module):

@@ -14,35 +14,12 @@ model call on, per grid step). Values are deterministic: no timing involved.
 from __future__ import annotations
 
 import argparse
-import contextlib
 from collections import Counter
 
 import torch
+from _common import count_host_reads
 
 from toyflow import pretrained, search, tasks
-
-READS = ("item", "__bool__", "__float__", "__int__", "__index__", "tolist", "numpy")
-
-
-@contextlib.contextmanager
-def count_reads(counter: Counter, phase: list):
-    """Count calls of the READS methods of torch.Tensor into ``counter[(phase[0], name)]``."""
-    originals = {name: getattr(torch.Tensor, name) for name in READS}
-
-    def wrap(name, fn):
-        def counted(self, *args, **kwargs):
-            counter[(phase[0], name)] += 1
-            return fn(self, *args, **kwargs)
-
-        return counted
-
-    try:
-        for name, fn in originals.items():
-            setattr(torch.Tensor, name, wrap(name, fn))
-        yield counter
-    finally:
-        for name, fn in originals.items():
-            setattr(torch.Tensor, name, fn)
 
 
 class PhaseModel(torch.nn.Module):
@@ -58,9 +35,9 @@ class PhaseModel(torch.nn.Module):
 
 
 def measure(method: str, model, reward, **kw) -> dict:
-    counter, phase = Counter(), ["setup"]
+    phase = ["setup"]
     wrapped = PhaseModel(model, phase)
-    with count_reads(counter, phase):
+    with count_host_reads(phase) as counter:
         search.run(method, wrapped, reward, generator=torch.Generator().manual_seed(0), **kw)
     setup = sum(v for (p, _), v in counter.items() if p == "setup")
     per_name = Counter({name: v for (p, name), v in counter.items() if p == "search"})

@@ -8,7 +8,6 @@ import csv
 import math
 import subprocess
 import sys
-from collections import Counter
 
 import pytest
 import torch
@@ -108,32 +107,16 @@ class CountingReward(rewards.Reward):
         return self.inner.evaluate(x0)
 
 
-READS = ("item", "__bool__", "__float__", "__int__", "__index__", "tolist", "numpy")
+def _count_reads(fn) -> int:
+    """Host reads (tensor -> Python value) while fn() runs: bench/_common.count_host_reads."""
+    from _common import count_host_reads
 
-
-def _count_reads(fn):
-    """Calls of the tensor -> Python methods while fn() runs (see bench/bench_host_syncs.py)."""
-    counter = Counter()
-    originals = {n: getattr(torch.Tensor, n) for n in READS}
-
-    def wrap(n, f):
-        def counted(self, *a, **k):
-            counter[n] += 1
-            return f(self, *a, **k)
-
-        return counted
-
-    try:
-        for n, f in originals.items():
-            setattr(torch.Tensor, n, wrap(n, f))
+    with count_host_reads() as counter:
         fn()
-    finally:
-        for n, f in originals.items():
-            setattr(torch.Tensor, n, f)
     return sum(counter.values())
 
 
-def test_rbf_reads_two_values_per_tick_and_checks_each_reward_once():
+def test_rbf_reads_two_values_per_tick_and_checks_each_reward_once(bench_on_path):
     gmm, _ = rewards.task("rare-mode")
     reward = CountingReward()
 

@@ -3,34 +3,18 @@ step (the model's finiteness), whatever the sampler, and still refuses bad input
 
 from __future__ import annotations
 
-from collections import Counter
 
 import pytest
 import torch
 
 from toyflow import dynamics
 
-READS = ("item", "__bool__", "__float__", "__int__", "__index__", "tolist", "numpy")
-
-
 def count_reads(fn) -> int:
-    counter = Counter()
-    originals = {n: getattr(torch.Tensor, n) for n in READS}
+    """Host reads (tensor -> Python value) while fn() runs: bench/_common.count_host_reads."""
+    from _common import count_host_reads
 
-    def wrap(n, f):
-        def counted(self, *a, **k):
-            counter[n] += 1
-            return f(self, *a, **k)
-
-        return counted
-
-    try:
-        for n, f in originals.items():
-            setattr(torch.Tensor, n, wrap(n, f))
+    with count_host_reads() as counter:
         fn()
-    finally:
-        for n, f in originals.items():
-            setattr(torch.Tensor, n, f)
     return sum(counter.values())
 
 
@@ -41,7 +25,7 @@ def model(x, t):  # reads nothing itself
 @pytest.mark.parametrize("schedule", ["linear", "vp"])
 @pytest.mark.parametrize("sde", [False, True])
 @pytest.mark.parametrize("time_grid", ["uniform", "exp"])
-def test_sample_reads_one_value_per_step(schedule, sde, time_grid):
+def test_sample_reads_one_value_per_step(schedule, sde, time_grid, bench_on_path):
     x = torch.randn(256, 2, generator=torch.Generator().manual_seed(0))
 
     def reads(steps):
