@@ -18,6 +18,13 @@ embedding 128 wide) has 915,281 parameters, 1.83 MB in float16: it must fit ``--
 ``toyflow.models.save_model`` (safetensors + JSON recording this command, atomically);
 ``toyflow export OUT NAME --dtype float16`` makes the shipped-size copy.
 
+``--select-every N``: every N steps the EMA student samples ``--select-samples`` digits with its own
+sampler (``--grid-steps`` steps) from fixed noises (``Generator().manual_seed(seed + 20000)``: not the
+pool's noises, not bench/bench_mnist.py's quality seeds 0-4) and the validation classifier
+``mnist-reward`` scores them; OUT gets the best evaluation's weights (highest confident share among
+the evaluations with every class >= 5 % of the samples), not the last, and its JSON the whole curve
+(``selection``). The reported evaluator, ``mnist-evaluator``, plays no part in the choice.
+
 Cost: the pool takes pool_size * grid_steps * 2 * substeps teacher evaluations (32768 * 4 * 2 * 8 =
 2.1M at the defaults: minutes on one GPU, far too slow on a CPU, where ``--quick`` is the smoke test),
 and the pool stays on the device (x and u: 32768 * 4 * 784 * 8 bytes = 0.8 GB at the defaults);
@@ -36,8 +43,8 @@ from typing import Optional, Sequence
 import torch
 
 from toyflow import checkpoint, pretrained
-from toyflow.fewstep import FewStepConfig, distill_few_step, trajectory_pairs, uniform_grid
-from toyflow.models import save_model
+from toyflow.fewstep import FewStepConfig, distill_few_step, few_step_sample, trajectory_pairs, uniform_grid
+from toyflow.models import load_model, save_model
 from toyflow.models.unet import UNet
 from toyflow.train import command_history, pick_device
 
@@ -79,6 +86,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: PyTorch's choice)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--select-every", type=int, default=0,
+                   help="every N steps score the EMA student with the validation classifier (mnist-reward, not the "
+                        "reported evaluator) and keep the best evaluation's weights instead of the last (default 0: off)")
+    p.add_argument("--select-samples", type=int, default=1000, help="samples per selection evaluation (default 1000)")
     return p
 
 
@@ -94,6 +105,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if a.threads is not None:
         torch.set_num_threads(a.threads)
     command = "python bench/distill_fewstep_mnist.py " + " ".join(argv)
+    if a.select_every < 0 or (a.select_every and a.select_samples < 10):
+        p.error(f"--select-every must be >= 0 (0: keep the last weights) and --select-samples >= 10, got "
+                f"{a.select_every} and {a.select_samples}")
 
     try:
         student = UNet(channels=tuple(a.student_channels), mid_blocks=a.student_mid_blocks, time_dim=a.student_time_dim,
@@ -130,10 +144,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
         losses: list[float] = []
         t0 = time.perf_counter()
-        student = distill_few_step(teacher, student, cfg, SHAPE, pairs=pairs, progress=not a.quiet, losses=losses)
+        curve = _selection(a, cfg, out, device, t0) if a.select_every else None
+        student = distill_few_step(teacher, student, cfg, SHAPE, pairs=pairs, progress=not a.quiet, losses=losses,
+                                   on_step=curve)
         if device.type == "cuda":
             torch.cuda.synchronize()
-        train_s = time.perf_counter() - t0
+        train_s = time.perf_counter() - t0 - (curve.eval_seconds if curve else 0.0)
+        selection = {}
+        if curve is not None and curve.best is not None:  # the validation classifier's choice, not the last step
+            student.load_state_dict(load_model(curve.best_path, arch="unet", device=device).state_dict())
+            selection = dict(selection=dict(by="mnist-reward", every=a.select_every, samples=a.select_samples,
+                                            noise_seed=a.seed + SELECT_SEED_OFFSET, chosen=curve.best, curve=curve.points))
+            print(f"chosen by the validation classifier: step {curve.best['step']} (confident share "
+                  f"{curve.best['validation_share']:.3f}, rarest class {curve.best['rarest_class']:.3f})")
         tail = losses[-min(len(losses), 100):]
         final_loss = sum(tail) / len(tail)
         print(f"training: {cfg.steps} steps in {train_s:.1f} s ({cfg.steps / train_s:.2f} steps/s, batch "
@@ -151,11 +174,27 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             task="mnist", dataset="mnist-flow trajectories", schedule="linear", step=cfg.steps,
             train_config=asdict(cfg), parameters=n_params, float16_mb=round(fp16_mb, 3),
             pool_seconds=round(pool_s, 1), train_seconds=round(train_s, 1),
-            steps_per_second=round(cfg.steps / train_s, 3), final_loss=round(final_loss, 5),
+            steps_per_second=round(cfg.steps / train_s, 3), final_loss=round(final_loss, 5), **selection,
         )
     print(f"checkpoint: {out} / {Path(out).with_suffix('.json')}; total {pool_s + train_s:.1f} s")
     print(f"sample: few_step_sample(load_model({str(out.with_suffix(''))!r}), torch.randn(n, 1, 28, 28), {cfg.grid_steps})")
     return 0
+
+
+# the selection's noises: neither the pool's (seed) nor bench/bench_mnist.py's quality sets (seeds 0-4)
+SELECT_SEED_OFFSET = 20_000
+
+
+def _selection(a, cfg: FewStepConfig, out: Path, device: torch.device, t_start: float):
+    """The on_step hook that scores the EMA student every --select-every steps (its --grid-steps sampler)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/: also when this file is imported by path
+    from gpu_train_mnist import QualityCurve
+
+    noises = torch.randn((a.select_samples,) + SHAPE, generator=torch.Generator().manual_seed(a.seed + SELECT_SEED_OFFSET))
+    return QualityCurve(every=a.select_every, noises=noises.to(device),
+                        sample=lambda m, z: few_step_sample(m, z, cfg.grid_steps),
+                        validator=pretrained.load("mnist-reward", device=device), target=None,
+                        best_path=Path(str(out.with_suffix("")) + "-best"), device=device, t_start=t_start)
 
 
 if __name__ == "__main__":  # pragma: no cover

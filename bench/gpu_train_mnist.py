@@ -75,12 +75,14 @@ def _sync(device: torch.device) -> None:
 
 
 class QualityCurve:
-    """The ``on_step`` hook of train_flow: every ``every`` steps, samples from the EMA weights on fixed
-    noises, the validation classifier's confident share, and the best weights so far (saved to ``best``).
-    Its own time is kept apart, so training time excludes evaluation."""
+    """The ``on_step`` hook of train_flow (and fewstep.distill_few_step): every ``every`` steps, samples
+    ``sample(ema, noises)`` from the EMA weights on fixed noises, the validation classifier's confident
+    share and rarest class, and the best weights so far (saved to ``best_path``). ``target`` (None: none)
+    is the share that, with every class covered, counts as reaching the quality target. Its own time is
+    kept apart, so training time excludes evaluation."""
 
-    def __init__(self, *, every, noises, sample_steps, validator, target, best_path, device, t_start):
-        self.every, self.noises, self.sample_steps = every, noises, sample_steps
+    def __init__(self, *, every, noises, sample, validator, target, best_path, device, t_start):
+        self.every, self.noises, self.sample = every, noises, sample
         self.validator, self.target, self.best_path, self.device = validator, target, best_path, device
         self.t_start, self.eval_seconds = t_start, 0.0
         self.points: list[dict] = []  # one per evaluation: step, train_s, validation_share, eval_s
@@ -95,7 +97,7 @@ class QualityCurve:
         _sync(self.device)
         t0 = time.perf_counter()
         train_s = t0 - self.t_start - self.eval_seconds
-        share, cls = confident_share(euler_samples(ema, self.noises, self.sample_steps), self.validator)
+        share, cls = confident_share(self.sample(ema, self.noises), self.validator)
         rarest = torch.bincount(cls, minlength=10).min().item() / cls.numel()
         point = dict(step=step, train_s=round(train_s, 2), validation_share=share, rarest_class=rarest)
         rank = (rarest >= COVERAGE, share)
@@ -103,13 +105,14 @@ class QualityCurve:
             self.best = point
             save_model(self.best_path, ema, step=step, chosen_by="mnist-reward", validation_share=share,
                        rarest_class=rarest)
-        if self.time_to_target is None and share >= self.target and rarest >= COVERAGE:
+        if self.time_to_target is None and self.target is not None and share >= self.target and rarest >= COVERAGE:
             self.time_to_target = point
         _sync(self.device)
         point["eval_s"] = round(time.perf_counter() - t0, 2)
         self.eval_seconds += point["eval_s"]
         self.points.append(point)
-        print(f"step {step}: validation confident share {share:.3f} (target {self.target:.3f}), rarest class "
+        print(f"step {step}: validation confident share {share:.3f}"
+              + (f" (target {self.target:.3f})" if self.target is not None else "") + ", rarest class "
               f"{rarest:.3f} (need {COVERAGE}), {train_s:.0f} s of training", flush=True)
 
 
@@ -176,7 +179,8 @@ def run(args) -> dict:
                       progress=not args.quiet, t_sampling="logit-normal-mix")
     _sync(device)
     t_start = time.perf_counter()
-    curve = QualityCurve(every=size["eval_every"], noises=noises, sample_steps=size["sample_steps"],
+    curve = QualityCurve(every=size["eval_every"], noises=noises,
+                         sample=lambda m, z: euler_samples(m, z, size["sample_steps"]),
                          validator=validator, target=target, best_path=out / "best", device=device, t_start=t_start)
     res = train_flow(model, train.to(device), "linear", cfg, checkpoint_path=out / "last",
                      extra_config={"dataset": f"mnist-{args.split}", "task": "mnist",

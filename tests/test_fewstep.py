@@ -308,6 +308,24 @@ def test_mnist_script_quick_run_writes_a_checkpoint(tmp_path, capsys):
     assert x.shape == (2, 1, 28, 28) and bool(torch.isfinite(x).all())
 
 
+def test_mnist_script_keeps_the_weights_the_validation_classifier_chose(tmp_path, capsys):
+    bench = _bench_module()
+    out = tmp_path / "fewstep"
+    argv = ["--quick", "--out", str(out), "--device", "cpu", "--quiet", "--select-every", "1", "--select-samples", "10"]
+    assert bench.main(argv) == 0
+    sel = json.loads(out.with_suffix(".json").read_text())["selection"]
+    assert sel["by"] == "mnist-reward" and [p["step"] for p in sel["curve"]] == [1, 2, 3]
+    ranks = [(p["rarest_class"] >= 0.05, p["validation_share"]) for p in sel["curve"]]
+    assert sel["chosen"] == sel["curve"][ranks.index(max(ranks))]  # the first best evaluation
+    shipped, best = load_model(out, arch="unet"), load_model(tmp_path / "fewstep-best", arch="unet")
+    assert json.loads((tmp_path / "fewstep-best.json").read_text())["step"] == sel["chosen"]["step"]
+    for (k, v), w in zip(shipped.state_dict().items(), best.state_dict().values()):
+        assert torch.equal(v, w), k
+    with pytest.raises(SystemExit):
+        bench.main(["--quick", "--out", str(tmp_path / "bad"), "--select-every", "1", "--select-samples", "3"])
+    assert "--select-samples >= 10" in capsys.readouterr().err
+
+
 def test_mnist_script_default_student_fits_and_oversize_is_refused(tmp_path, capsys):
     bench = _bench_module()
     from toyflow.models.unet import UNet

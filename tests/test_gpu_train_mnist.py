@@ -58,7 +58,8 @@ def test_checkpoint_choice_skips_a_collapsed_flow_and_the_target_needs_every_cla
     # 3: 0.9 confident, all classes; 4: 0.95 confident, all classes
     every_class, one_class = list(range(10)), [3]
     plan = [(0.5, every_class), (1.0, one_class), (0.9, every_class), (0.95, every_class)]
-    curve = script.QualityCurve(every=2, noises=torch.zeros(20, 1, 28, 28), sample_steps=1,
+    curve = script.QualityCurve(every=2, noises=torch.zeros(20, 1, 28, 28),
+                                sample=lambda m, z: script.euler_samples(m, z, 1),
                                 validator=_ScriptedValidator(plan), target=0.9, best_path=tmp_path / "best",
                                 device=torch.device("cpu"), t_start=0.0)
     from toyflow.models.unet import UNet

@@ -305,6 +305,7 @@ def distill_few_step(
     pairs: Optional[TrajectoryPairs] = None,
     progress: bool = False,
     losses: Optional[list] = None,
+    on_step: Optional[Callable[[int, nn.Module], None]] = None,
 ) -> nn.Module:
     """Train ``student`` (any model(x, t) -> velocity, x: (B, *shape)) so that x - t student(x, t) is the
     end point of the teacher's trajectory through (x, t), at the K times of its sampling grid.
@@ -320,6 +321,8 @@ def distill_few_step(
     are moved there; the teacher is put in eval mode), under bf16 autocast when ``config.amp`` and CUDA.
 
     Returns ``student`` holding the EMA weights, in eval mode. ``losses``: a list that gets each step's loss.
+    ``on_step(steps_done, ema_model)``, if given, is called after every step (e.g. to score and keep
+    checkpoints); it must leave ``ema_model`` unchanged.
     """
     from toyflow.train import pick_device, warmup_cosine_lr  # here: toyflow.train imports the models and checkpoints
 
@@ -382,6 +385,8 @@ def distill_few_step(
                 be.copy_(b)
         if losses is not None:
             losses.append(value)
+        if on_step is not None:
+            on_step(step + 1, ema)
         running = value if step == 0 else 0.98 * running + 0.02 * value
         if step % 50 == 0 and not bar.disable:
             bar.set_postfix(loss=f"{running:.4f}", refresh=False)
