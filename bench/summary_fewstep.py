@@ -1,10 +1,13 @@
 """The image-scale table of both MNIST flows (bench/RESULTS.md §3, "In the paper's regime").
 
-Run:  python bench/summary_fewstep.py bench/results_mnist_b50_unet.csv bench/results_mnist_b50_unet-fewstep.csv
+Run:  python bench/summary_fewstep.py bench/results_mnist_b*_unet.csv bench/results_mnist_b*_unet-fewstep.csv \
+          [--plot figures/mnist_fewstep_budgets.png]
 
 One Markdown table per flow: rows = methods, columns = task x mode, cells = mean reward ± s.e. over
 the cell's runs (tasks with a target digit: "/ evaluator accuracy" after it); "n/a" where the method
 does not apply (DPS needs a differentiable reward). Then, per task and mode, which method is best.
+``--plot PNG``: mean reward ± s.e. against the budget, one row per task, one panel per (flow, mode),
+the methods as curves (toyflow.viz.scaling_curves).
 """
 
 from __future__ import annotations
@@ -57,5 +60,22 @@ def main(paths):
                 print(f"- {t}, best per mode: " + "; ".join(best))
 
 
+def plot(paths, out) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from toyflow import viz
+
+    rows = [r for p in paths for r in viz.read_results_csv(p) if str(r["status"]).startswith("ok")]
+    fig = viz.scaling_curves(rows, facet="mode", title="MNIST, both flows: mean reward ± s.e. vs NFE budget")
+    fig.savefig(out, dpi=110, bbox_inches="tight")
+    print(f"wrote {out}")
+
+
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    args = sys.argv[1:]
+    if "--plot" in args:
+        i = args.index("--plot")
+        plot(args[:i] + args[i + 2:], args[i + 1])
+        args = args[:i] + args[i + 2:]
+    main(args)
