@@ -69,7 +69,7 @@ def plot(paths, out) -> None:
     rows = [r for p in paths for r in viz.read_results_csv(p) if str(r["status"]).startswith("ok")]
     fig = viz.scaling_curves(rows, facet="mode", title="MNIST, both flows: mean reward ± s.e. vs NFE budget")
     fig.savefig(out, dpi=110, bbox_inches="tight")
-    print(f"wrote {out}")
+    print(f"wrote {out}", file=sys.stderr)
 
 
 if __name__ == "__main__":
