@@ -1,7 +1,7 @@
 """MkDocs hook: serve repository files that live outside docs/ without copying them into git.
 
 * ``notebooks/**/*.ipynb`` (rendered by mkdocs-jupyter, never executed), ``bench/RESULTS.md`` and the
-  tables, text outputs and CSVs it links to, ``figures/*.png`` and ``examples/*.py`` join the site
+  tables, text outputs, CSVs and plots it links to, ``figures/*.png`` and ``examples/*.py`` join the site
   under their repository paths, so the relative links inside RESULTS.md (``table_regimes.md``,
   ``../figures/scaling_2d.png``, ``results_regime_a.csv``) resolve as they do on GitHub.
 * A nav entry whose value is the string ``"notebooks/*.ipynb"`` becomes docs/notebooks/index.md and
@@ -31,7 +31,8 @@ from mkdocs.structure.files import File
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOK_NAV = "notebooks/*.ipynb"
-SERVED = ("notebooks/**/*.ipynb", "bench/*.md", "bench/*.txt", "bench/*.csv", "figures/*.png", "examples/*.py")
+SERVED = ("notebooks/**/*.ipynb", "bench/*.md", "bench/*.txt", "bench/*.csv", "bench/*.png", "figures/*.png",
+          "examples/*.py")
 _HELP_MARKER = re.compile(r"^<!--[ \t]*toyflow-help[ \t]*-->[ \t]*$", re.M)
 _SUBCOMMAND = re.compile(r"^    (\S+)(?:\s{2,}.*)?$")
 _README_MARKER = re.compile(r"^<!--[ \t]*readme:[ \t]*(.+?)[ \t]*-->[ \t]*$", re.M)
