@@ -41,7 +41,7 @@ import torch
 
 from toyflow import pretrained, rewards, search
 from toyflow.models import VelocityMLP
-from _common import CallLogger, ReplayModel
+from _common import CallLogger, ReplayModel, sync
 
 
 class QuadReward:
@@ -64,21 +64,16 @@ class FlatReward:
         return 0.0 * x0[:, 0]
 
 
-def _sync(device):
-    if device is not None and torch.device(device).type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def bare_calls(model, sizes, max_b, device=None):
     x = torch.randn(max_b, 2, device=device)
     t = torch.rand(max_b, device=device) * 0.9 + 0.05
     inputs = {b: (x[:b].contiguous(), t[:b].contiguous()) for b in set(sizes)}
     with torch.no_grad():
-        _sync(device)
+        sync(device)
         t0 = time.perf_counter()
         for b in sizes:
             model(*inputs[b])
-        _sync(device)
+        sync(device)
         return time.perf_counter() - t0
 
 
@@ -99,10 +94,10 @@ def measure(method, model, reward, kw, options, repeats, device=None):
         strict = sizes
     out = {"search": [], "own": [], "strict": [], "engine": [], "res": res, "calls": len(sizes)}
     def run_search(m=model):
-        _sync(device)
+        sync(device)
         t0 = time.perf_counter()
         search.run(method, m, reward, generator=torch.Generator(device=device).manual_seed(1), **kw, **options)
-        _sync(device)
+        sync(device)
         return time.perf_counter() - t0
 
     def run_engine_alone():  # the same search with the model's outputs replayed: the engine's own work

@@ -188,7 +188,7 @@ SELECT_SEED_OFFSET = 20_000
 def _selection(a, cfg: FewStepConfig, out: Path, device: torch.device, t_start: float):
     """The on_step hook that scores the EMA student every --select-every steps (its --grid-steps sampler)."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/: also when this file is imported by path
-    from gpu_train_mnist import QualityCurve
+    from _common import QualityCurve
 
     noises = torch.randn((a.select_samples,) + SHAPE, generator=torch.Generator().manual_seed(a.seed + SELECT_SEED_OFFSET))
     return QualityCurve(every=a.select_every, noises=noises.to(device),

@@ -40,6 +40,7 @@ import time
 from pathlib import Path
 
 import torch
+from _common import COVERAGE, QualityCurve, confident_share, sync
 
 SHIPPED_LAYOUT = dict(channels=(32, 64, 192), mid_blocks=2, extra_blocks=(1, 2), mid_attention=True)
 FULL = dict(steps=20_000, batch_size=256, eval_every=1000, eval_samples=1000, real=1000, sample_steps=20,
@@ -47,17 +48,8 @@ FULL = dict(steps=20_000, batch_size=256, eval_every=1000, eval_samples=1000, re
 QUICK = dict(steps=6, batch_size=8, eval_every=3, eval_samples=16, real=32, sample_steps=4,
              arch=dict(channels=(8, 16, 16), mid_blocks=1, mid_attention=True),
              search_runs=2, search_budget=20, search_methods=("svdd", "rbf"))
-CONFIDENT = 0.9  # the project's confident-share threshold (max softmax probability)
-COVERAGE = 0.05  # every digit class at least this frequent among the samples (a collapsed flow can be "confident")
 # which split each shipped classifier trained on: a reference split named here is not held out for it
 CLASSIFIER_SPLITS = {"mnist-reward": "test", "mnist-evaluator": "train5k"}
-
-
-def confident_share(images: torch.Tensor, classifier: torch.nn.Module) -> tuple[float, torch.Tensor]:
-    """(share with max softmax >= 0.9, argmax classes (B,)) of images (B, 1, 28, 28) in [-1, 1]."""
-    with torch.no_grad():
-        conf, cls = torch.softmax(classifier(images.clamp(-1, 1)).float(), 1).max(1)
-    return (conf >= CONFIDENT).sum().item() / conf.numel(), cls  # a count over n: exact in float64
 
 
 @torch.no_grad()
@@ -67,53 +59,6 @@ def euler_samples(flow: torch.nn.Module, noises: torch.Tensor, steps: int, batch
 
     return torch.cat([dynamics.sample(flow, noises[i:i + batch], "linear", steps=steps).x
                       for i in range(0, noises.shape[0], batch)])
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-class QualityCurve:
-    """The ``on_step`` hook of train_flow (and fewstep.distill_few_step): every ``every`` steps, samples
-    ``sample(ema, noises)`` from the EMA weights on fixed noises, the validation classifier's confident
-    share and rarest class, and the best weights so far (saved to ``best_path``). ``target`` (None: none)
-    is the share that, with every class covered, counts as reaching the quality target. Its own time is
-    kept apart, so training time excludes evaluation."""
-
-    def __init__(self, *, every, noises, sample, validator, target, best_path, device, t_start):
-        self.every, self.noises, self.sample = every, noises, sample
-        self.validator, self.target, self.best_path, self.device = validator, target, best_path, device
-        self.t_start, self.eval_seconds = t_start, 0.0
-        self.points: list[dict] = []  # one per evaluation: step, train_s, validation_share, eval_s
-        self.best: dict | None = None
-        self.time_to_target: dict | None = None
-
-    def __call__(self, step: int, ema: torch.nn.Module) -> None:
-        if step % self.every:
-            return
-        from toyflow.models import save_model
-
-        _sync(self.device)
-        t0 = time.perf_counter()
-        train_s = t0 - self.t_start - self.eval_seconds
-        share, cls = confident_share(self.sample(ema, self.noises), self.validator)
-        rarest = torch.bincount(cls, minlength=10).min().item() / cls.numel()
-        point = dict(step=step, train_s=round(train_s, 2), validation_share=share, rarest_class=rarest)
-        rank = (rarest >= COVERAGE, share)
-        if self.best is None or rank > (self.best["rarest_class"] >= COVERAGE, self.best["validation_share"]):
-            self.best = point
-            save_model(self.best_path, ema, step=step, chosen_by="mnist-reward", validation_share=share,
-                       rarest_class=rarest)
-        if self.time_to_target is None and self.target is not None and share >= self.target and rarest >= COVERAGE:
-            self.time_to_target = point
-        _sync(self.device)
-        point["eval_s"] = round(time.perf_counter() - t0, 2)
-        self.eval_seconds += point["eval_s"]
-        self.points.append(point)
-        print(f"step {step}: validation confident share {share:.3f}"
-              + (f" (target {self.target:.3f})" if self.target is not None else "") + ", rarest class "
-              f"{rarest:.3f} (need {COVERAGE}), {train_s:.0f} s of training", flush=True)
 
 
 def time_search(device: torch.device, size: dict, data_dir) -> list[dict]:
@@ -129,11 +74,11 @@ def time_search(device: torch.device, size: dict, data_dir) -> list[dict]:
             g = torch.Generator(device=where).manual_seed(0)
             search.run(method, flow, reward, mode="linear-sde", budget=size["search_budget"], steps=10, runs=1,
                        shape=(1, 28, 28), generator=g, device=where)  # warm-up: kernels, autotuning
-            _sync(where)
+            sync(where)
             t0 = time.perf_counter()
             res = search.run(method, flow, reward, mode="linear-sde", budget=size["search_budget"], steps=10,
                              runs=size["search_runs"], shape=(1, 28, 28), generator=g, device=where)
-            _sync(where)
+            sync(where)
             rows.append(dict(device=where.type, method=method, runs=size["search_runs"], budget=size["search_budget"],
                              wall_s=time.perf_counter() - t0, reward_mean=res.rewards.double().mean().item()))
     return rows
@@ -177,7 +122,7 @@ def run(args) -> dict:
     cfg = TrainConfig(steps=size["steps"], batch_size=size["batch_size"], lr=args.lr, ema_decay=args.ema_decay,
                       seed=args.seed, device=str(device), amp=not args.no_amp, checkpoint_every=0,
                       progress=not args.quiet, t_sampling="logit-normal-mix")
-    _sync(device)
+    sync(device)
     t_start = time.perf_counter()
     curve = QualityCurve(every=size["eval_every"], noises=noises,
                          sample=lambda m, z: euler_samples(m, z, size["sample_steps"]),
@@ -186,7 +131,7 @@ def run(args) -> dict:
                      extra_config={"dataset": f"mnist-{args.split}", "task": "mnist",
                                    "command": "python bench/gpu_train_mnist.py " + " ".join(sys.argv[1:])},
                      on_step=curve)
-    _sync(device)
+    sync(device)
     train_seconds = time.perf_counter() - t_start - curve.eval_seconds
 
     # the chosen checkpoint, judged once by the evaluator (which chose nothing)
@@ -267,6 +212,8 @@ def main(argv=None) -> int:
     ap.add_argument("--no-amp", action="store_true", help="fp32 training (TF32 matmuls) instead of bf16 autocast")
     ap.add_argument("--no-search", action="store_true", help="skip the search timing")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: PyTorch's choice; "
+                    "set it on a shared machine, oversubscription slows small models many times)")
     ap.add_argument("--out-dir", default="runs/gpu-mnist", help="checkpoints: OUT/last (+ training state), OUT/best")
     ap.add_argument("--md", default=None, help="also write the report as Markdown here (the JSON goes to OUT/report.json)")
     args = ap.parse_args(argv)
@@ -278,6 +225,10 @@ def main(argv=None) -> int:
         value = getattr(args, key)
         if value is not None and value < 1:
             ap.error(f"--{key.replace('_', '-')} must be >= 1, got {value}")
+    if args.threads is not None:
+        if args.threads < 1:
+            ap.error(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
     report = run(args)
     text = markdown(report)
     print(text)

@@ -2,7 +2,7 @@
 # The image-scale table of both MNIST flows (bench/RESULTS.md §3, "In the paper's regime") at one
 # budget: 3 tasks x 7 methods x 3 modes, each flow's grid as 2 shards in parallel (1 thread each),
 # merged back into grid order. Usage (from the repo root, in the project's virtual environment):
-#   bench/mnist_fewstep_tables.sh BUDGET RUNS      e.g. 50 64 (~35 min) or 200 32 (~35 min)
+#   bench/mnist_fewstep_tables.sh BUDGET RUNS      e.g. 50 64 (~30 min), 100 64 or 200 32 (~40 min each on this project's 2-core CPU)
 # writes bench/results_mnist_b${BUDGET}_{unet,unet-fewstep}.csv; then
 #   python bench/summary_fewstep.py bench/results_mnist_b*_unet.csv bench/results_mnist_b*_unet-fewstep.csv
 set -euo pipefail

@@ -12,6 +12,7 @@ the methods as curves (toyflow.viz.scaling_curves).
 
 from __future__ import annotations
 
+import argparse
 import csv
 import sys
 from collections import defaultdict
@@ -73,9 +74,10 @@ def plot(paths, out) -> None:
 
 
 if __name__ == "__main__":
-    args = sys.argv[1:]
-    if "--plot" in args:
-        i = args.index("--plot")
-        plot(args[:i] + args[i + 2:], args[i + 1])
-        args = args[:i] + args[i + 2:]
-    main(args)
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("csv", nargs="+", help="results CSVs of toyflow bench search (both flows, any budgets)")
+    ap.add_argument("--plot", default=None, help="also draw reward vs budget to this PNG")
+    args = ap.parse_args()
+    if args.plot:
+        plot(args.csv, args.plot)
+    main(args.csv)

@@ -92,8 +92,7 @@ def _smoke(script, tmp_path, device):
     out = tmp_path / "out"
     md = tmp_path / "report.md"
     argv = ["--device", device, "--quick", "--quiet", "--data-dir", str(data), "--split", "test",
-            "--reference-split", "test", "--out-dir", str(out), "--md", str(md)]
-    torch.set_num_threads(1)
+            "--reference-split", "test", "--out-dir", str(out), "--md", str(md), "--threads", "1"]
     assert script.main(argv) == 0
     report = json.loads((out / "report.json").read_text())
     quick = script.QUICK
