@@ -3,7 +3,8 @@ checkpoint a validation classifier chooses, that checkpoint's quality by an eval
 nothing, and the search benchmark's wall time on the GPU against the CPU: one prepared run.
 
 Run:  python bench/gpu_train_mnist.py --data-dir DIR [--split train50k] [--reference-split val5k]
-          [--steps 20000] [--batch-size 256] [--eval-every 1000] [--out-dir runs/gpu-mnist] [--md FILE.md]
+          [--steps 20000 | --time-budget SECONDS] [--batch-size 256] [--eval-every 1000] [--out-dir runs/gpu-mnist]
+          [--md FILE.md]
       python bench/gpu_train_mnist.py --device cpu --quick --data-dir DIR    (a smoke test of the script)
 
 Two classifiers, two roles, so that the reported figures were not selected on:
@@ -44,10 +45,10 @@ from _common import COVERAGE, QualityCurve, confident_share, sync
 
 SHIPPED_LAYOUT = dict(channels=(32, 64, 192), mid_blocks=2, extra_blocks=(1, 2), mid_attention=True)
 FULL = dict(steps=20_000, batch_size=256, eval_every=1000, eval_samples=1000, real=1000, sample_steps=20,
-            arch=SHIPPED_LAYOUT, search_runs=64, search_budget=50, search_methods=("svdd", "rbf"))
+            arch=SHIPPED_LAYOUT, search_runs=64, search_budget=50, search_methods=("svdd", "rbf"), probe_steps=50)
 QUICK = dict(steps=6, batch_size=8, eval_every=3, eval_samples=16, real=32, sample_steps=4,
              arch=dict(channels=(8, 16, 16), mid_blocks=1, mid_attention=True),
-             search_runs=2, search_budget=20, search_methods=("svdd", "rbf"))
+             search_runs=2, search_budget=20, search_methods=("svdd", "rbf"), probe_steps=2)
 # which split each shipped classifier trained on: a reference split named here is not held out for it
 CLASSIFIER_SPLITS = {"mnist-reward": "test", "mnist-evaluator": "train5k"}
 
@@ -84,6 +85,35 @@ def time_search(device: torch.device, size: dict, data_dir) -> list[dict]:
     return rows
 
 
+def fit_steps(seconds: float, size: dict, device: torch.device, train: torch.Tensor, noises: torch.Tensor,
+              validator: torch.nn.Module, args) -> dict:
+    """The step count whose training and evaluations fit in ``seconds``: times ``size["probe_steps"]``
+    training steps of a throwaway model of the same layout and batch (warm-up included, so the estimate
+    errs long) and one evaluation, then rounds down to whole evaluation intervals (at least one)."""
+    from toyflow.models.unet import UNet
+    from toyflow.train import TrainConfig, train_flow
+
+    torch.manual_seed(args.seed + 100)
+    cfg = TrainConfig(steps=size["probe_steps"], batch_size=size["batch_size"], lr=args.lr, seed=args.seed + 100,
+                      device=str(device), amp=not args.no_amp, checkpoint_every=0, progress=False,
+                      t_sampling="logit-normal-mix", warmup=1)
+    sync(device)
+    t0 = time.perf_counter()
+    probe = train_flow(UNet(**size["arch"]), train.to(device), "linear", cfg)
+    sync(device)
+    step_s = (time.perf_counter() - t0) / size["probe_steps"]
+    t0 = time.perf_counter()
+    confident_share(euler_samples(probe.model, noises, size["sample_steps"]), validator)
+    sync(device)
+    eval_s = time.perf_counter() - t0
+    per_interval = size["eval_every"] * step_s + eval_s
+    intervals = max(1, int(seconds // per_interval))
+    steps = min(size["steps"], intervals * size["eval_every"])
+    print(f"time budget {seconds:.0f} s: {step_s * 1e3:.1f} ms per step and {eval_s:.1f} s per evaluation "
+          f"({size['probe_steps']} probe steps) -> {steps:,} steps", flush=True)
+    return dict(seconds=seconds, probe_steps=size["probe_steps"], step_s=step_s, eval_s=eval_s, steps=steps)
+
+
 def run(args) -> dict:
     from toyflow import metrics, pretrained
     from toyflow.data.mnist import load_mnist
@@ -117,6 +147,10 @@ def run(args) -> dict:
     target = real_validation_share - args.target_gap / 100
     noises = torch.randn(size["eval_samples"], 1, 28, 28, generator=torch.Generator().manual_seed(args.seed + 1)).to(device)
 
+    probe = None
+    if args.time_budget is not None:  # size the run to the budget before it starts: the cosine schedule stays whole
+        probe = fit_steps(args.time_budget, size, device, train, noises, validator, args)
+        size["steps"] = probe["steps"]
     torch.manual_seed(args.seed)
     model = UNet(**size["arch"])
     cfg = TrainConfig(steps=size["steps"], batch_size=size["batch_size"], lr=args.lr, ema_decay=args.ema_decay,
@@ -154,7 +188,7 @@ def run(args) -> dict:
         real_validation_share=real_validation_share, target=target, curve=curve.points, time_to_target=curve.time_to_target,
         chosen=curve.best, reported=dict(confident_share=share, real_confident_share=real_share, class_frequencies=freq,
                                          fid=fid, fid_floor=floor, samples=real),
-        last_checkpoint=str(res.checkpoint), best_checkpoint=str(out / "best.safetensors"),
+        last_checkpoint=str(res.checkpoint), best_checkpoint=str(out / "best.safetensors"), time_budget=probe,
     )
     if not args.no_search:
         report["search"] = time_search(device, size, args.data_dir)
@@ -166,7 +200,9 @@ def markdown(r: dict) -> str:
              f"{r['parameters']:,} parameters, {r['steps']:,} steps of batch {r['batch_size']}, flow on `{r['split']}`, "
              f"bf16 autocast {'on' if r['amp'] else 'off'}: **{r['steps_per_second']:.2f} steps/s** "
              f"({r['samples_per_second']:,.0f} samples/s; training {r['train_seconds']:.0f} s, the evaluations' "
-             f"{r['eval_seconds']:.0f} s excluded).", "",
+             f"{r['eval_seconds']:.0f} s excluded)."
+             + (f" Steps set by a {r['time_budget']['seconds']:.0f} s time budget ({r['time_budget']['step_s'] * 1e3:.1f} ms "
+                f"per probe step)." if r.get("time_budget") else ""), "",
              f"Target: validation confident share ≥ {r['target']:.3f} (real `{r['reference_split']}` digits: "
              f"{r['real_validation_share']:.3f}, minus the gap), every class ≥ {COVERAGE:.0%} of the samples. "
              + (f"**Met at step {r['time_to_target']['step']:,}, {r['time_to_target']['train_s']:.0f} s of training.**"
@@ -202,6 +238,9 @@ def main(argv=None) -> int:
     ap.add_argument("--require-cuda", action="store_true", help="exit 1 instead of 0 when there is no CUDA device")
     ap.add_argument("--quick", action="store_true", help="a tiny UNet and a few steps: every code path in seconds")
     ap.add_argument("--steps", type=int, default=None, help=f"training steps (default {FULL['steps']:,})")
+    ap.add_argument("--time-budget", type=float, default=None,
+                    help="seconds for training and evaluations: a timed probe sets the step count (at most --steps) "
+                    "so the whole schedule fits, in whole --eval-every intervals (the lent GPU's 10-minute calls)")
     ap.add_argument("--batch-size", type=int, default=None, help=f"default {FULL['batch_size']}")
     ap.add_argument("--eval-every", type=int, default=None, help=f"steps between evaluations (default {FULL['eval_every']})")
     ap.add_argument("--eval-samples", type=int, default=None, help=f"samples per evaluation (default {FULL['eval_samples']})")
@@ -225,6 +264,8 @@ def main(argv=None) -> int:
         value = getattr(args, key)
         if value is not None and value < 1:
             ap.error(f"--{key.replace('_', '-')} must be >= 1, got {value}")
+    if args.time_budget is not None and not args.time_budget > 0:
+        ap.error(f"--time-budget must be a number of seconds > 0, got {args.time_budget}")
     if args.threads is not None:
         if args.threads < 1:
             ap.error(f"--threads must be >= 1, got {args.threads}")

@@ -85,14 +85,14 @@ def test_without_cuda_the_script_says_so_and_exits_0():
         assert "no CUDA device: gpu_train_mnist measured nothing" in r.stdout
 
 
-def _smoke(script, tmp_path, device):
+def _smoke(script, tmp_path, device, extra=()):
     data = tmp_path / "data"
     data.mkdir()
     _write_fake_split(data, "test", 80)
     out = tmp_path / "out"
     md = tmp_path / "report.md"
     argv = ["--device", device, "--quick", "--quiet", "--data-dir", str(data), "--split", "test",
-            "--reference-split", "test", "--out-dir", str(out), "--md", str(md), "--threads", "1"]
+            "--reference-split", "test", "--out-dir", str(out), "--md", str(md), "--threads", "1", *extra]
     assert script.main(argv) == 0
     report = json.loads((out / "report.json").read_text())
     quick = script.QUICK
@@ -116,6 +116,28 @@ def _smoke(script, tmp_path, device):
 
 def test_cpu_smoke_run_of_the_whole_script(script, tmp_path):
     _smoke(script, tmp_path, "cpu")
+
+
+def test_time_budget_sets_whole_evaluation_intervals(script, tmp_path, capsys):
+    # a budget too short for one interval still trains one; a huge one is capped at --steps
+    quick = script.QUICK
+    for budget, steps in ((1e-6, quick["eval_every"]), (1e6, quick["steps"])):
+        run_dir = tmp_path / f"budget-{budget:g}"
+        run_dir.mkdir()
+        out = run_dir / "out"
+        argv = ["--device", "cpu", "--quick", "--quiet", "--data-dir", str(tmp_path), "--split", "test",
+                "--reference-split", "test", "--out-dir", str(out), "--threads", "1", "--no-search",
+                "--time-budget", str(budget)]
+        if budget == 1e-6:
+            _write_fake_split(tmp_path, "test", 80)
+        assert script.main(argv) == 0
+        report = json.loads((out / "report.json").read_text())
+        assert report["steps"] == report["time_budget"]["steps"] == steps
+        assert report["time_budget"]["probe_steps"] == quick["probe_steps"] and report["time_budget"]["step_s"] > 0
+        assert [p["step"] for p in report["curve"]] == list(range(quick["eval_every"], steps + 1, quick["eval_every"]))
+        assert f"-> {steps:,} steps" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        script.main(["--device", "cpu", "--quick", "--time-budget", "0"])
 
 
 @needs_cuda
