@@ -128,7 +128,9 @@ def _search_steps(ctx: Context, opts: RBFOptions, lam: Optional[float], H: Tenso
     base_quota = None if reads_state else opts.allocation.for_total(S, search_total, device=dev)
     tab = ctx.tick_table()  # row k: step t_k -> t_{k+1}, then x0_hat and velocity rows of t_{k+1}
     W = tab.shape[1]
-    tab_rows = tab.view((K, W) + ones)  # gathered rows broadcast against (rows, *shape)
+    # column-major (W, K, *ones): one gather of the rows' grid indices, then one unbind gives every
+    # coefficient column, each (rows, *ones) broadcasting against (rows, *shape)
+    tab_cols = tab.t().contiguous().view((W, K) + ones)
 
     on_cpu = torch.device(dev).type == "cpu"
 
@@ -200,29 +202,29 @@ def _search_steps(ctx: Context, opts: RBFOptions, lam: Optional[float], H: Tenso
         dense = m == 1 and n_done == 0
         if dense:  # one draw per run: rows are runs
             N, src, start = R, runs, runs
-            cm = tab_rows.index_select(0, to_torch(k))  # (R, W, *ones): c[:, T.A] etc. (TickColumn)
+            c = tab_cols.index_select(1, to_torch(k)).unbind(0)  # W columns (R, *ones): c[T.A] etc. (TickColumn)
             Hm = H  # (R, P, *shape)
         else:  # width[i] draws of run i in rows start[i] .. start[i] + width[i] - 1, in draw order
             start = np.cumsum(width) - width
             N = int(start[-1] + width[-1])
             src = np.repeat(runs, width)  # (N,) run of each row
-            cm = tab_rows.index_select(0, to_torch(k[src]))  # (N, W, *ones)
+            c = tab_cols.index_select(1, to_torch(k[src])).unbind(0)  # W columns (N, *ones)
             Hm = H.index_select(0, to_torch(src))  # (N, P, *shape): each row's held particle
-        y = torch.addcmul(cm[:, T.A] * Hm[:, X], cm[:, T.B], Hm[:, U])  # (N, *shape), the deterministic part
+        held = Hm.unbind(1)  # its slots: held[X], held[U] (N, *shape) ...
+        y = torch.addcmul(c[T.A] * held[X], c[T.B], held[U])  # (N, *shape), the deterministic part
         if guided:
-            y = y.addcmul_(cm[:, T.H], Hm[:, GRAD], value=1.0 / lam)  # the guidance term h grad r / lam
+            y = y.addcmul_(c[T.H], held[GRAD], value=1.0 / lam)  # the guidance term h grad r / lam
         if stochastic:
-            y = y.addcmul_(cm[:, T.C], ctx.noise(N))
-        tcol = cm[:, T.VELOCITY].reshape(N)
+            y = y.addcmul_(c[T.C], ctx.noise(N))
         krow = to_torch(kn[src]) if guided else None  # the guided x0_hat's grid rows
-        vcols = (tcol,) + tuple(cm[:, j] for j in range(T.VELOCITY + 1, W))  # (t,) or (t, 1/s, ds/s, s dt)
+        vcols = (c[T.VELOCITY].view(N),) + c[T.VELOCITY + 1:]  # (t,) or (t, 1/s, ds/s, s dt)
         if guided:
             uy, y0, ry, gy = ctx.guided(y, krow, cols=vcols, charge=False)
         else:
             uy = ctx.velocity(y, krow, cols=vcols, charge=False)
-            y0 = torch.addcmul(cm[:, T.P_NEXT] * y, cm[:, T.Q_NEXT], uy)
+            y0 = torch.addcmul(c[T.P_NEXT] * y, c[T.Q_NEXT], uy)
             ry = ctx.reward(y0, check_finite=False)  # checked below, on the host copy RBF reads anyway
-        ry_np = ry.detach().cpu()
+        ry_np = ry.detach() if on_cpu else ry.detach().cpu()
         ry_np = ry_np.numpy().astype(np.float64, copy=False) if ry_np.dtype in (torch.float32, torch.float64) else \
             ry_np.to(torch.float64).numpy()  # float64 holds every reward dtype exactly
         if not np.isfinite(ry_np).all():
@@ -243,17 +245,24 @@ def _search_steps(ctx: Context, opts: RBFOptions, lam: Optional[float], H: Tenso
             if no_stop is not None:
                 imp_row &= ~no_stop[src]
             has = width > 0
+            every_run_draws = bool(has.all())
             s_has = start[has]
+
+            def per_run(ufunc, values, fill):
+                """``ufunc`` reduced over each run's rows; ``fill`` for runs that draw nothing this tick."""
+                if every_run_draws:
+                    return ufunc.reduceat(values, start)
+                out = np.full(R, fill, dtype=values.dtype)
+                out[has] = ufunc.reduceat(values, s_has)
+                return out
+
             # charged: up to and including the first improving draw, else the whole chunk; the later
             # draws of a chunk are discarded unread (the sequential algorithm never makes them). The
             # first improving draw is also the best charged one (the draws before it are <= best).
-            first = np.full(R, never, dtype=np.int64)
-            first[has] = np.minimum.reduceat(np.where(imp_row, pos, never), s_has)
+            first = per_run(np.minimum, np.where(imp_row, pos, never), never)
             imp = first != never
-            top = np.full(R, -np.inf)
-            top[has] = np.maximum.reduceat(ry_np, s_has)
-            first_top = np.zeros(R, dtype=np.int64)  # the chunk's best draw (its first, on ties)
-            first_top[has] = np.minimum.reduceat(np.where(ry_np == top[src], pos, never), s_has)
+            top = per_run(np.maximum, ry_np, -np.inf)
+            first_top = per_run(np.minimum, np.where(ry_np == top[src], pos, never), 0)  # its best draw (first on ties)
             used = np.where(imp, first + 1, width)
             pick_j = np.where(imp, first, first_top)
             idx = np.minimum(start + pick_j, N - 1)  # (runs without draws: any row, never used)
