@@ -118,9 +118,10 @@ viz.image_grid(torch.cat(rows), nrow=len(cols), labels=labels, row_labels=["ship
 # step, against 20 for the shipped flow. Where the posterior-mean model is a blur at $t = 1$, the
 # student's first $\hat x_0$ is already a digit; that is the regime in which the paper's SDE search
 # and RBF pay off on the toys (notebook 07 shows the mechanism). At image scale the student lifts RBF
-# from far below SVDD to level with it (best at 50 NFE, second at 100 and 200) and brings the VP SDE
-# level with the linear one, while with the shipped flow both stay behind: bench/RESULTS.md §3, "In
-# the paper's regime", and `bench/mnist_fewstep_budgets.png`.
+# from far below SVDD to level with it (best at 50 NFE, second at 100 and 200, third at 500, where the
+# official default spends most of its budget at the last, low-noise step) and brings the VP SDE level
+# with the linear one, while with the shipped flow both stay behind: bench/RESULTS.md §3, "In the
+# paper's regime", and `bench/mnist_fewstep_budgets.png`.
 
 # %%
 from toyflow import fewstep
