@@ -121,15 +121,12 @@ def test_cpu_smoke_run_of_the_whole_script(script, tmp_path):
 def test_time_budget_sets_whole_evaluation_intervals(script, tmp_path, capsys):
     # a budget too short for one interval still trains one; a huge one is capped at --steps
     quick = script.QUICK
+    _write_fake_split(tmp_path, "test", 80)
     for budget, steps in ((1e-6, quick["eval_every"]), (1e6, quick["steps"])):
-        run_dir = tmp_path / f"budget-{budget:g}"
-        run_dir.mkdir()
-        out = run_dir / "out"
+        out = tmp_path / f"out-{budget:g}"
         argv = ["--device", "cpu", "--quick", "--quiet", "--data-dir", str(tmp_path), "--split", "test",
                 "--reference-split", "test", "--out-dir", str(out), "--threads", "1", "--no-search",
                 "--time-budget", str(budget)]
-        if budget == 1e-6:
-            _write_fake_split(tmp_path, "test", 80)
         assert script.main(argv) == 0
         report = json.loads((out / "report.json").read_text())
         assert report["steps"] == report["time_budget"]["steps"] == steps

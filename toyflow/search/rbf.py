@@ -245,24 +245,15 @@ def _search_steps(ctx: Context, opts: RBFOptions, lam: Optional[float], H: Tenso
             if no_stop is not None:
                 imp_row &= ~no_stop[src]
             has = width > 0
-            every_run_draws = bool(has.all())
-            s_has = start[has]
-
-            def per_run(ufunc, values, fill):
-                """``ufunc`` reduced over each run's rows; ``fill`` for runs that draw nothing this tick."""
-                if every_run_draws:
-                    return ufunc.reduceat(values, start)
-                out = np.full(R, fill, dtype=values.dtype)
-                out[has] = ufunc.reduceat(values, s_has)
-                return out
-
+            drawing = None if has.all() else has  # None: every run draws this tick (no masks needed)
             # charged: up to and including the first improving draw, else the whole chunk; the later
             # draws of a chunk are discarded unread (the sequential algorithm never makes them). The
             # first improving draw is also the best charged one (the draws before it are <= best).
-            first = per_run(np.minimum, np.where(imp_row, pos, never), never)
+            first = _reduce_per_run(np.minimum, np.where(imp_row, pos, never), start, drawing, never)
             imp = first != never
-            top = per_run(np.maximum, ry_np, -np.inf)
-            first_top = per_run(np.minimum, np.where(ry_np == top[src], pos, never), 0)  # its best draw (first on ties)
+            top = _reduce_per_run(np.maximum, ry_np, start, drawing, -np.inf)
+            # the chunk's best draw (its first, on ties)
+            first_top = _reduce_per_run(np.minimum, np.where(ry_np == top[src], pos, never), start, drawing, 0)
             used = np.where(imp, first + 1, width)
             pick_j = np.where(imp, first, first_top)
             idx = np.minimum(start + pick_j, N - 1)  # (runs without draws: any row, never used)
@@ -323,6 +314,16 @@ def _search_steps(ctx: Context, opts: RBFOptions, lam: Optional[float], H: Tenso
     ctx.ledger.charge_table(to_torch(per_step))
     ctx.ledger.discarded += to_torch(discarded)
     return H, to_torch(r_np).to(ctx.dtype)
+
+
+def _reduce_per_run(ufunc, values: np.ndarray, start: np.ndarray, drawing, fill) -> np.ndarray:
+    """(R,) ``ufunc`` over each run's rows of ``values`` (run i: rows start[i] .. start[i] + width[i] - 1).
+    ``drawing`` (R,) bool marks the runs with rows this tick (None: all); the others get ``fill``."""
+    if drawing is None:
+        return ufunc.reduceat(values, start)
+    out = np.full(start.shape[0], fill, dtype=values.dtype)
+    out[drawing] = ufunc.reduceat(values, start[drawing])
+    return out
 
 
 @register
