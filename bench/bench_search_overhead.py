@@ -2,6 +2,7 @@
 
 Run:  python bench/bench_search_overhead.py [--runs 256] [--budget 500] [--steps 10] [--repeats 5]
           [--model untrained|trained] [--mode vp-sde|linear-sde|linear-ode] [--reward quadratic|flat|task]
+          [--allocator default|steady]
 
 Setup: R = 256 runs, budget 500 NFE per run, 10 steps, vp-sde mode, an untrained 2D
 ``VelocityMLP()`` (default size; timing only; ``--model trained``: the shipped ``2d-rare-mode`` MLP,
@@ -27,7 +28,19 @@ measures that for a handful of small operations). Methods with reward gradients 
 
 RBF evaluates chunks of draws per call by default and discards the draws after an accepted one
 (not NFE, column "discarded / run"); the row "rbf (1 / call)" is RBF with ``proposals_per_tick=1``.
-The table reports best-of-repeats wall times and ratio = search / bare. The vp-sde search uses
+The large-budget check (RBF's wall time per NFE against SVDD's):
+``--runs 64 --budget 100000 --methods svdd,rbf --repeats 3`` (the last line of the output).
+
+The table reports best-of-repeats wall times and ratio = search / bare; "median" is the median over
+rounds of each round's search / own calls (the two timed next to each other), and "faults" the
+minor page faults of one search and of one replay of its own calls (median over rounds, thousands).
+
+``--allocator steady`` (glibc only) fixes the C allocator's thresholds before anything runs
+(``mallopt``: no mmap below 32 MiB, no trimming of the heap): with glibc's default, whether a model
+call's large activations get fresh pages from the kernel (page faults) depends on what else was
+allocated and freed before it, so two replays of the very same calls can differ by tens of
+percent. The steady allocator takes that out of search and bare calls alike and leaves the
+engine's own cost; both settings are reported. The vp-sde search uses
 precomputed per-step constants of the Linear -> VP conversion, so the bare calls are of the raw MLP.
 DPS methods also run a backward pass per evaluation, which the bare forward calls do not.
 """
@@ -35,6 +48,9 @@ DPS methods also run a backward pass per evaluation, which the bare forward call
 from __future__ import annotations
 
 import argparse
+import ctypes
+import resource
+import statistics
 import time
 
 import torch
@@ -62,6 +78,25 @@ class FlatReward:
 
     def __call__(self, x0):
         return 0.0 * x0[:, 0]
+
+
+def minor_faults() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def steady_allocator() -> str:
+    """glibc ``mallopt``: allocations below 32 MiB from the heap, never returned by trimming.
+    Returns a line for the header (what was set, or why nothing was)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return "allocator: default (no glibc here; --allocator steady needs it)"
+    M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3
+    ok = (libc.mallopt(M_MMAP_THRESHOLD, 32 << 20) and libc.mallopt(M_TRIM_THRESHOLD, 1 << 30)
+          and libc.mallopt(M_TOP_PAD, 64 << 20))
+    if not ok:
+        raise SystemExit("mallopt refused the steady allocator settings; run with --allocator default")
+    return "allocator: steady (glibc mallopt: mmap threshold 32 MiB, trim threshold 1 GiB, top pad 64 MiB)"
 
 
 def bare_calls(model, sizes, max_b, device=None):
@@ -92,13 +127,17 @@ def measure(method, model, reward, kw, options, repeats, device=None):
         assert sum(strict) == int(res.nfe.sum())
     else:
         strict = sizes
-    out = {"search": [], "own": [], "strict": [], "engine": [], "res": res, "calls": len(sizes)}
-    def run_search(m=model):
+    out = {"search": [], "own": [], "strict": [], "engine": [], "res": res, "calls": len(sizes),
+           "search_faults": [], "own_faults": []}
+    def run_search(m=model, faults=None):
         sync(device)
-        t0 = time.perf_counter()
+        f0, t0 = minor_faults(), time.perf_counter()
         search.run(method, m, reward, generator=torch.Generator(device=device).manual_seed(1), **kw, **options)
         sync(device)
-        return time.perf_counter() - t0
+        elapsed = time.perf_counter() - t0
+        if faults is not None:
+            faults.append(minor_faults() - f0)
+        return elapsed
 
     def run_engine_alone():  # the same search with the model's outputs replayed: the engine's own work
         replay.rewind()
@@ -106,13 +145,15 @@ def measure(method, model, reward, kw, options, repeats, device=None):
 
     for i in range(repeats):  # the order alternates, so a drift of the machine's speed favours neither side
         if i % 2 == 0:
-            out["search"].append(run_search())
+            out["search"].append(run_search(faults=out["search_faults"]))
+        f0 = minor_faults()
         out["own"].append(bare_calls(model, sizes, max(sizes), device))
+        out["own_faults"].append(minor_faults() - f0)
         out["strict"].append(bare_calls(model, strict, max(strict), device))
         if not search.get_method(method).needs_gradients:  # replayed outputs carry no model Jacobian
             out["engine"].append(run_engine_alone())
         if i % 2 == 1:
-            out["search"].append(run_search())
+            out["search"].append(run_search(faults=out["search_faults"]))
     return out
 
 
@@ -157,7 +198,10 @@ def main():
     ap.add_argument("--model", choices=("untrained", "trained"), default="untrained",
                     help="VelocityMLP() untrained (default) or the shipped 2d-rare-mode MLP (same size)")
     ap.add_argument("--mode", default="vp-sde", help="sampler mode (default vp-sde)")
+    ap.add_argument("--allocator", choices=("default", "steady"), default="default",
+                    help="glibc's default allocator, or fixed thresholds (no page faults from mmap / trimming)")
     args = ap.parse_args()
+    allocator = steady_allocator() if args.allocator == "steady" else "allocator: default"
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     mlp = VelocityMLP().eval() if args.model == "untrained" else pretrained.load("2d-rare-mode").eval()
@@ -165,23 +209,31 @@ def main():
     kw = dict(mode=args.mode, budget=args.budget, steps=args.steps, runs=args.runs, shape=(2,))
 
     print(f"R = {args.runs} runs, budget {args.budget}, {args.steps} steps, {args.mode}, {args.model} MLP, "
-          f"{getattr(reward, 'name', args.reward)} reward, {args.threads} thread(s), best of {args.repeats}")
+          f"{getattr(reward, 'name', args.reward)} reward, {args.threads} thread(s), best of {args.repeats}; {allocator}")
     header = f"{'method':<15} {'calls':>6} {'NFE/run':>8} {'discarded/run':>14} {'search ms':>10} " \
-             f"{'own calls ms':>13} {'ratio':>6} {'1 draw/call ms':>15} {'ratio':>6} {'engine alone ms':>16} {'(own+engine)/own':>17}"
+             f"{'own calls ms':>13} {'ratio':>6} {'median':>6} {'1 draw/call ms':>15} {'ratio':>6} {'engine alone ms':>16} " \
+             f"{'(own+engine)/own':>17} {'faults k search/own':>19}"
     print(header)
     print("-" * len(header))
     rows = [(m, {}) for m in args.methods.split(",")]
     if "rbf" in args.methods.split(","):
         rows.insert([m for m, _ in rows].index("rbf") + 1, ("rbf (1 / call)", {"proposals_per_tick": 1}))
+    per_nfe = {}  # best search wall time per NFE spent
     for label, options in rows:
         method = label.split()[0]
         m = measure(method, mlp, reward, kw, options, args.repeats)
         res = m["res"]
         s, b, c = min(m["search"]), min(m["own"]), min(m["strict"])
+        per_nfe[label] = s / float(res.nfe.sum())
+        paired = statistics.median(si / oi for si, oi in zip(m["search"], m["own"]))  # round i: both timed together
+        faults = f"{statistics.median(m['search_faults']) / 1e3:.1f} / {statistics.median(m['own_faults']) / 1e3:.1f}"
         print(f"{label:<15} {m['calls']:>6} {res.nfe.float().mean().item():>8.1f} "
-              f"{res.discarded.float().mean().item():>14.1f} {s * 1e3:>10.1f} {b * 1e3:>13.1f} {s / b:>6.2f} "
+              f"{res.discarded.float().mean().item():>14.1f} {s * 1e3:>10.1f} {b * 1e3:>13.1f} {s / b:>6.2f} {paired:>6.2f} "
               f"{c * 1e3:>15.1f} {s / c:>6.2f}" + (f" {min(m['engine']) * 1e3:>16.1f} {(b + min(m['engine'])) / b:>17.2f}"
-                                                   if m["engine"] else f" {'-':>16} {'-':>17}"))
+                                                   if m["engine"] else f" {'-':>16} {'-':>17}") + f" {faults:>19}")
+    if "svdd" in per_nfe:
+        print("search wall time per NFE relative to svdd's: " + ", ".join(
+            f"{label} {v / per_nfe['svdd']:.2f}" for label, v in per_nfe.items() if label != "svdd"))
     print(after_gemm_probe())
 
 

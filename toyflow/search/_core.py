@@ -201,12 +201,13 @@ class SearchContext:
             g_path = self.schedule if sampler.diffusion_path is None else sampler.diffusion_path
             g_of_t = dynamics.diffusion_schedule(sampler.diffusion, float(sampler.eta), g_path)
             g = dynamics.transport_diffusion(g_of_t, g_path, self.schedule)(t)
-        one, zero = torch.ones(K, 1, dtype=torch.float64), torch.zeros(K, 1, dtype=torch.float64)
-        a = dynamics.step(one, zero, t, tn, self.schedule, g=g, noise=zero)[:, 0]
-        b = dynamics.step(zero, one, t, tn, self.schedule, g=g, noise=zero)[:, 0]
-        c = dynamics.step(zero, zero, t, tn, self.schedule, g=g, noise=one)[:, 0] if g is not None else torch.zeros(K, dtype=torch.float64)
-        p = dynamics.x0_from_velocity(one, zero, t, self.schedule)[:, 0]
-        q = dynamics.x0_from_velocity(zero, one, t, self.schedule)[:, 0]
+        # basis inputs side by side, one call each (the maps are elementwise): column j of x, u, z is e_j
+        basis = torch.eye(3, dtype=torch.float64).expand(K, 3, 3)
+        ex, eu, ez = basis.unbind(1)  # (K, 3) each: ex = [1, 0, 0], eu = [0, 1, 0], ez = [0, 0, 1]
+        a, b, c = dynamics.step(ex, eu, t, tn, self.schedule, g=g, noise=ez).unbind(1)
+        if g is None:
+            c = torch.zeros(K, dtype=torch.float64)
+        p, q = dynamics.x0_from_velocity(ex[:, :2], eu[:, :2], t, self.schedule).unbind(1)
         h = t - tn
         table = torch.stack([a, b, c, p, q, h], 1)  # columns: CoefColumn
         if not bool(torch.isfinite(table).all()):

@@ -60,6 +60,11 @@ def _update_log_weights(logw: Tensor, r: Tensor, r_prev: Tensor, lam: float) -> 
     return wide.to(logw.dtype)
 
 
+def _take_rows(a: Tensor, rows: Tensor) -> Tensor:
+    """Entries ``rows`` of the flat (R * N) batch of a (R, N, ...) tensor, shaped like it."""
+    return a.reshape((a.shape[0] * a.shape[1],) + a.shape[2:]).index_select(0, rows).view_as(a)
+
+
 def run_smc(ctx: Context, opts: SMCOptions):
     R, K, shape = ctx.R, ctx.K, ctx.shape
     N = ctx.budget // K
@@ -80,16 +85,19 @@ def run_smc(ctx: Context, opts: SMCOptions):
         ess = 1.0 / (w**2).sum(1)
         low = ess < opts.ess_threshold * N
         x0_all, r_all = x0, r
+        rows = None  # the ancestors' rows in the flat (R * N) batch, where any run resamples
         if bool(low.any()):
             anc = torch.where(low[:, None], resample_indices(w, opts.resample, ctx.generator), ident)
             logw = torch.where(low[:, None], torch.zeros_like(logw), logw.gather(1, anc))
-            rows = (ar * N + anc).reshape(R * N)  # the ancestors' rows in the flat (R * N) batch
-            x, u, x0, r = (a.reshape((R * N,) + a.shape[2:]).index_select(0, rows).view_as(a) for a in (x, u, x0, r))
+            rows = (ar * N + anc).reshape(R * N)
+            x, u, r = _take_rows(x, rows), _take_rows(u, rows), _take_rows(r, rows)
         else:
             anc = ident  # no run resamples: every particle is its own ancestor
         rec.step(k, ess=ess, candidates=(x0_all, r_all),
                  accepted=lambda anc=anc: torch.zeros(R, N, dtype=torch.bool, device=ctx.device).scatter_(1, anc, True),
-                 parents=(k - 1, anc) if k > 0 else None, held=(x, x0, r))
+                 parents=(k - 1, anc) if k > 0 else None,
+                 # x0_hat of the resampled particles: only the history reads it, so it is gathered there
+                 held=lambda x=x, x0=x0, r=r, rows=rows: (x, x0 if rows is None else _take_rows(x0, rows), r))
         r_prev = r
         flat = x.reshape((R * N,) + shape)
         z = ctx.noise(R * N) if ctx.needs_noise(k) else None
