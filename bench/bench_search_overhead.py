@@ -41,8 +41,9 @@ minor page faults of one search and of one replay of its own calls (median over 
 call's large activations get fresh pages from the kernel (page faults) depends on what else was
 allocated and freed before it, so two replays of the very same calls can differ by tens of
 percent. The steady allocator takes that out of search and bare calls alike and leaves the
-engine's own cost; both settings are reported. The vp-sde search uses
-precomputed per-step constants of the Linear -> VP conversion, so the bare calls are of the raw MLP.
+engine's own cost; both settings are reported.
+
+The vp-sde search uses precomputed per-step constants of the Linear -> VP conversion, so the bare calls are of the raw MLP.
 DPS methods also run a backward pass per evaluation, which the bare forward calls do not.
 """
 
