@@ -88,11 +88,11 @@ def minor_faults() -> int:
 
 def steady_allocator() -> str:
     """glibc ``mallopt``: allocations below 32 MiB from the heap, never returned by trimming.
-    Returns a line for the header (what was set, or why nothing was)."""
+    Returns the line for the header."""
     try:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:
-        return "allocator: default (no glibc here; --allocator steady needs it)"
+        raise SystemExit("--allocator steady needs glibc (Linux) and there is none here; run with --allocator default")
     M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3
     ok = (libc.mallopt(M_MMAP_THRESHOLD, 32 << 20) and libc.mallopt(M_TRIM_THRESHOLD, 1 << 30)
           and libc.mallopt(M_TOP_PAD, 64 << 20))

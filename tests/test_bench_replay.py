@@ -45,3 +45,27 @@ def test_replay_on_another_path_is_an_error(common):
     with pytest.raises(RuntimeError, match="another path"):
         search.run("bon", replay, _quadratic, mode="linear-ode", budget=8, steps=3, runs=2, shape=(2,),
                    generator=torch.Generator().manual_seed(0))
+
+
+def test_overhead_bench_options(bench_on_path):
+    """--allocator steady is applied (glibc) and named in the header, --no-one-per-call drops RBF's
+    one-draw-per-call row, both searches spend the whole budget, and the per-NFE line is printed."""
+    import platform
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        pytest.skip("the steady allocator is glibc's mallopt")
+    script = Path(__file__).resolve().parents[1] / "bench" / "bench_search_overhead.py"
+    out = subprocess.run(
+        [sys.executable, str(script), "--runs", "8", "--budget", "60", "--steps", "5", "--repeats", "2",
+         "--methods", "svdd,rbf", "--no-one-per-call", "--allocator", "steady"],
+        capture_output=True, text=True, check=True, cwd=script.parent, timeout=300,
+    ).stdout.splitlines()
+    assert "allocator: steady" in out[0]
+    rows = {line.split()[0]: line.split() for line in out[3:5]}
+    assert set(rows) == {"svdd", "rbf"} and not any("1 / call" in line for line in out)
+    assert float(rows["svdd"][2]) == 60.0 and float(rows["rbf"][2]) == 60.0  # NFE per run: the whole budget
+    per_nfe = next(line for line in out if line.startswith("search wall time per NFE"))
+    assert float(per_nfe.rsplit(" ", 1)[1]) > 0

@@ -694,3 +694,34 @@ def test_code_blocks(gmm):
     acc = code.history.accepted
     # the chosen path is accepted at both times of its block: the same candidate index
     assert torch.equal(acc[1].float().argmax(1), acc[2].float().argmax(1))
+
+
+@pytest.mark.parametrize("mode", ["linear-ode", "linear-sde", "vp-sde"])
+def test_coefficient_table_is_dynamics_on_each_basis_input(gmm, mode):
+    """The engine's affine coefficients (one dynamics call on stacked basis inputs) are exactly what
+    dynamics.step / x0_from_velocity give for x = 1, u = 1, z = 1 one at a time, and the transition
+    built from them reproduces dynamics.step on random particles."""
+    from toyflow.search._core import CoefColumn as C
+
+    f64 = dict(dtype=torch.float64)
+    ctx = Context(gmm, near_mu3, mode=mode, sampler=search.SamplerOptions(), budget=10, steps=6, runs=1, shape=(2,),
+                  generator=None, device="cpu", **f64)
+    t64 = dynamics.time_grid("uniform", 6, **f64, schedule=ctx.schedule)
+    t, tn = t64[:-1], t64[1:]
+    g = None
+    if ctx.sde:
+        g = dynamics.diffusion_schedule(ctx.sampler.diffusion, float(ctx.sampler.eta), ctx.schedule)(t)
+    one, zero = torch.ones(6, 1, **f64), torch.zeros(6, 1, **f64)
+    assert torch.equal(ctx.coef[:, C.A], dynamics.step(one, zero, t, tn, ctx.schedule, g=g, noise=zero)[:, 0])
+    assert torch.equal(ctx.coef[:, C.B], dynamics.step(zero, one, t, tn, ctx.schedule, g=g, noise=zero)[:, 0])
+    c = dynamics.step(zero, zero, t, tn, ctx.schedule, g=g, noise=one)[:, 0] if g is not None else torch.zeros(6, **f64)
+    assert torch.equal(ctx.coef[:, C.C], c)
+    assert torch.equal(ctx.coef[:, C.P], dynamics.x0_from_velocity(one, zero, t, ctx.schedule)[:, 0])
+    assert torch.equal(ctx.coef[:, C.Q], dynamics.x0_from_velocity(zero, one, t, ctx.schedule)[:, 0])
+    assert ctx.stochastic == [ctx.sde] * 5 + [False]  # the last step (to t = 0) is the noiseless x0_hat step
+    gen = torch.Generator().manual_seed(0)
+    x, u, z = (torch.randn(64, 2, generator=gen, **f64) for _ in range(3))
+    for k in range(6):
+        tk, tk1 = t[k].expand(64), tn[k].expand(64)
+        ref = dynamics.step(x, u, tk, tk1, ctx.schedule, g=None if g is None else g[k].expand(64), noise=z)
+        torch.testing.assert_close(ctx.step(x, u, k, z if ctx.needs_noise(k) else None), ref, rtol=1e-12, atol=1e-12)

@@ -204,9 +204,7 @@ class SearchContext:
         # basis inputs side by side, one call each (the maps are elementwise): column j of x, u, z is e_j
         basis = torch.eye(3, dtype=torch.float64).expand(K, 3, 3)
         ex, eu, ez = basis.unbind(1)  # (K, 3) each: ex = [1, 0, 0], eu = [0, 1, 0], ez = [0, 0, 1]
-        a, b, c = dynamics.step(ex, eu, t, tn, self.schedule, g=g, noise=ez).unbind(1)
-        if g is None:
-            c = torch.zeros(K, dtype=torch.float64)
+        a, b, c = dynamics.step(ex, eu, t, tn, self.schedule, g=g, noise=ez).unbind(1)  # c = 0 for the ODE (g None)
         p, q = dynamics.x0_from_velocity(ex[:, :2], eu[:, :2], t, self.schedule).unbind(1)
         h = t - tn
         table = torch.stack([a, b, c, p, q, h], 1)  # columns: CoefColumn

@@ -84,7 +84,7 @@ def run_smc(ctx: Context, opts: SMCOptions):
         w = torch.softmax(logw, 1)
         ess = 1.0 / (w**2).sum(1)
         low = ess < opts.ess_threshold * N
-        x0_all, r_all = x0, r
+        r_all = r  # the candidates' rewards (r itself becomes the resampled particles')
         rows = None  # the ancestors' rows in the flat (R * N) batch, where any run resamples
         if bool(low.any()):
             anc = torch.where(low[:, None], resample_indices(w, opts.resample, ctx.generator), ident)
@@ -93,7 +93,7 @@ def run_smc(ctx: Context, opts: SMCOptions):
             x, u, r = _take_rows(x, rows), _take_rows(u, rows), _take_rows(r, rows)
         else:
             anc = ident  # no run resamples: every particle is its own ancestor
-        rec.step(k, ess=ess, candidates=(x0_all, r_all),
+        rec.step(k, ess=ess, candidates=(x0, r_all),
                  accepted=lambda anc=anc: torch.zeros(R, N, dtype=torch.bool, device=ctx.device).scatter_(1, anc, True),
                  parents=(k - 1, anc) if k > 0 else None,
                  # x0_hat of the resampled particles: only the history reads it, so it is gathered there
