@@ -2,7 +2,7 @@
 
 Run:  python bench/bench_search_overhead.py [--runs 256] [--budget 500] [--steps 10] [--repeats 5]
           [--model untrained|trained] [--mode vp-sde|linear-sde|linear-ode] [--reward quadratic|flat|task]
-          [--allocator default|steady]
+          [--allocator default|steady] [--floor]
 
 Setup: R = 256 runs, budget 500 NFE per run, 10 steps, vp-sde mode, an untrained 2D
 ``VelocityMLP()`` (default size; timing only; ``--model trained``: the shipped ``2d-rare-mode`` MLP,
@@ -35,6 +35,12 @@ table; the row of RBF with one draw per call alone takes about ten minutes there
 The table reports best-of-repeats wall times and ratio = search / bare; "median" is the median over
 rounds of each round's search / own calls (the two timed next to each other), and "faults" the
 minor page faults of one search and of one replay of its own calls (median over rounds, thousands).
+
+``--floor`` splits RBF's ratio into its parts: the tick's tensor operations alone (row gathers,
+transition and noise, the VP conversion, x0_hat, the reward, the host copy, the selection of the
+kept rows) with the real model and reward but none of the per-run bookkeeping, and the model's
+calls timed inside the search against the bare replay (how much slower the model runs between the
+engine's operations than back to back).
 
 ``--allocator steady`` (glibc only) fixes the C allocator's thresholds before anything runs
 (``mallopt``: no mmap below 32 MiB, no trimming of the heap): with glibc's default, whether a model
@@ -129,7 +135,7 @@ def measure(method, model, reward, kw, options, repeats, device=None):
         assert sum(strict) == int(res.nfe.sum())
     else:
         strict = sizes
-    out = {"search": [], "own": [], "strict": [], "engine": [], "res": res, "calls": len(sizes),
+    out = {"search": [], "own": [], "strict": [], "engine": [], "res": res, "calls": len(sizes), "sizes": sizes,
            "search_faults": [], "own_faults": []}
     def run_search(m=model, faults=None):
         sync(device)
@@ -157,6 +163,88 @@ def measure(method, model, reward, kw, options, repeats, device=None):
         if i % 2 == 1:
             out["search"].append(run_search(faults=out["search_faults"]))
     return out
+
+
+def tensor_floor(model, reward, sizes, runs: int, mode: str, repeats: int, device=None) -> tuple[float, float]:
+    """Best seconds of RBF's tensor work alone, and of the bare model calls beside it, over ``repeats``
+    interleaved rounds: for every call size of the search, the tensor operations one chunked tick
+    makes (row gathers of the held particles and of the grid coefficients, the transition with its
+    noise, the Linear -> VP conversion in vp-sde mode, x0_hat, the reward, the host copy of the
+    rewards, the selection of the kept rows), with the real model and reward, and none of the
+    per-run bookkeeping (acceptance, quotas, ledger). The first call (the initial draws) is a plain
+    velocity, x0_hat and reward."""
+    import numpy as np
+    g = torch.Generator(device=device).manual_seed(0)
+    rng = np.random.default_rng(0)
+    R, P, W, K = runs, 3, 10, 11
+    H0 = torch.randn(R, P, 2, generator=g)
+    tab = (torch.rand(W, K, 1, generator=g) * 0.5 + 0.5).contiguous()  # positive, moderate coefficients
+    k = rng.integers(0, K - 1, R)
+    plans = []
+    for n in sizes[1:]:
+        width = np.full(R, n // R) + (np.arange(R) < n % R)
+        src = np.repeat(np.arange(R), width)
+        start = np.cumsum(width) - width
+        idx = torch.from_numpy(np.minimum(start, n - 1))
+        plans.append((n, torch.from_numpy(k[src]), torch.from_numpy(src), idx))
+    better = torch.from_numpy(rng.random(R) < 0.5).view(R, 1, 1)
+    fin = torch.from_numpy(rng.random(R) < 0.5).view(R, 1, 1)
+    x_first, t_first = torch.randn(sizes[0], 2, generator=g), torch.rand(sizes[0], generator=g) * 0.9 + 0.05
+    vp = mode == "vp-sde"
+
+    evaluate = getattr(reward, "evaluate", reward)  # as the engine calls it: its own checks come after
+
+    def ticks():
+        SB = H0.clone()
+        u = model(x_first, t_first)
+        evaluate(x_first * 0.5 + u * 0.5).numpy()
+        for n, ks, src, idx in plans:
+            c = tab.index_select(1, ks).unbind(0)  # (n, 1) columns
+            held = H0.index_select(0, src).unbind(1)  # always from the same particles: values stay bounded
+            y = torch.addcmul(c[0] * held[0], c[1], held[1]).addcmul_(c[2], torch.randn(n, 2, generator=g))
+            if vp:
+                uy = torch.addcmul(c[8] * y, c[9], model(y * c[7], c[6].view(n)))
+            else:
+                uy = model(y, c[6].view(n))
+            y0 = torch.addcmul(c[4] * y, c[5], uy)
+            evaluate(y0).numpy()
+            SB = torch.where(better, torch.stack([y, uy, y0], 1).index_select(0, idx), SB)
+            torch.where(fin, SB, H0)  # the held particles' update (not fed back, see above)
+
+    floor, own = [], []
+    with torch.no_grad():
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            ticks()
+            floor.append(time.perf_counter() - t0)
+            own.append(bare_calls(model, sizes, max(sizes), device))
+    return min(floor), min(own)
+
+
+class TimedModel(torch.nn.Module):
+    """Wraps a velocity model and adds up the wall time of its calls (``seconds``)."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+        self.seconds = 0.0
+
+    def forward(self, x, t):
+        t0 = time.perf_counter()
+        u = self.model(x, t)
+        self.seconds += time.perf_counter() - t0
+        return u
+
+
+def model_time_in_search(method, model, reward, kw, repeats: int, device=None) -> float:
+    """Best total wall time of the model's own calls inside ``repeats`` searches (the search as
+    usual, each call timed where it is made)."""
+    timed, best = TimedModel(model), float("inf")
+    for _ in range(repeats):
+        timed.seconds = 0.0
+        search.run(method, timed, reward, generator=torch.Generator(device=device).manual_seed(1), **kw)
+        best = min(best, timed.seconds)
+    return best
 
 
 def after_gemm_probe(n: int = 300) -> str:
@@ -202,6 +290,8 @@ def main():
     ap.add_argument("--mode", default="vp-sde", help="sampler mode (default vp-sde)")
     ap.add_argument("--no-one-per-call", action="store_true",
                     help="leave out the row of RBF with proposals_per_tick=1 (one model call per draw: slow at large budgets)")
+    ap.add_argument("--floor", action="store_true",
+                    help="also time RBF's tensor operations alone (no per-run bookkeeping) against its own calls")
     ap.add_argument("--allocator", choices=("default", "steady"), default="default",
                     help="glibc's default allocator, or fixed thresholds (no page faults from mmap / trimming)")
     args = ap.parse_args()
@@ -226,6 +316,8 @@ def main():
     for label, options in rows:
         method = label.split()[0]
         m = measure(method, mlp, reward, kw, options, args.repeats)
+        if label == "rbf":
+            floor_sizes = m["sizes"]
         res = m["res"]
         s, b, c = min(m["search"]), min(m["own"]), min(m["strict"])
         per_nfe[label] = s / float(res.nfe.sum())
@@ -238,6 +330,12 @@ def main():
     if "svdd" in per_nfe:
         print("search wall time per NFE relative to svdd's: " + ", ".join(
             f"{label} {v / per_nfe['svdd']:.2f}" for label, v in per_nfe.items() if label != "svdd"))
+    if args.floor and "rbf" in per_nfe:
+        floor, own = tensor_floor(mlp, reward, floor_sizes, args.runs, args.mode, args.repeats)
+        inside = model_time_in_search("rbf", mlp, reward, kw, args.repeats)
+        print(f"rbf tensor floor (the tick's tensor operations alone, with the model and reward; no per-run bookkeeping): "
+              f"{floor * 1e3:.1f} ms against {own * 1e3:.1f} ms of its own calls, {floor / own:.2f}x; the model's calls "
+              f"timed inside the search: {inside * 1e3:.1f} ms, {inside / own:.2f}x the bare replay")
     print(after_gemm_probe())
 
 

@@ -9,6 +9,12 @@ python bench/bench_core.py
 # search overhead vs bare model calls (256 runs, budget 500)   ~2 min
 python bench/bench_search_overhead.py | tee bench/overhead_quadratic.txt
 python bench/bench_search_overhead.py --methods rbf,rbf+dps --reward flat | tee bench/overhead_flat.txt
+# RBF's ratio split into tensor work, model slow-down and bookkeeping, four configurations   ~2 min
+for cfg in "untrained linear-sde quadratic" "untrained vp-sde quadratic" "trained linear-sde task" "trained vp-sde task"; do
+  set -- $cfg
+  python bench/bench_search_overhead.py --methods rbf --model "$1" --mode "$2" --reward "$3" --allocator steady \
+      --repeats 7 --no-one-per-call --floor
+done | tee bench/overhead_rbf_floor.txt
 
 # against peer libraries, side by side (pip install -e ".[bench]": torchcfm, torchdiffeq)   ~8 min
 python bench/bench_peers.py | tee bench/peers.txt

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -49,7 +51,8 @@ def test_replay_on_another_path_is_an_error(common):
 
 def test_overhead_bench_options(bench_on_path):
     """--allocator steady is applied (glibc) and named in the header, --no-one-per-call drops RBF's
-    one-draw-per-call row, both searches spend the whole budget, and the per-NFE line is printed."""
+    one-draw-per-call row, both searches spend the whole budget, the per-NFE line is printed, and
+    --floor times RBF's tensor work alone (longer than its bare model calls, which it contains)."""
     import platform
     import subprocess
     import sys
@@ -60,7 +63,7 @@ def test_overhead_bench_options(bench_on_path):
     script = Path(__file__).resolve().parents[1] / "bench" / "bench_search_overhead.py"
     out = subprocess.run(
         [sys.executable, str(script), "--runs", "8", "--budget", "60", "--steps", "5", "--repeats", "2",
-         "--methods", "svdd,rbf", "--no-one-per-call", "--allocator", "steady"],
+         "--methods", "svdd,rbf", "--no-one-per-call", "--allocator", "steady", "--floor"],
         capture_output=True, text=True, check=True, cwd=script.parent, timeout=300,
     ).stdout.splitlines()
     assert "allocator: steady" in out[0]
@@ -69,3 +72,8 @@ def test_overhead_bench_options(bench_on_path):
     assert float(rows["svdd"][2]) == 60.0 and float(rows["rbf"][2]) == 60.0  # NFE per run: the whole budget
     per_nfe = next(line for line in out if line.startswith("search wall time per NFE"))
     assert float(per_nfe.rsplit(" ", 1)[1]) > 0
+    # --floor: RBF's tensor work alone holds the same model calls plus the tick's tensor operations,
+    # so it takes longer than the bare calls; the model's calls timed inside the search are reported
+    floor = next(line for line in out if line.startswith("rbf tensor floor"))
+    floor_ms, own_ms, inside_ms = (float(v) for v in re.findall(r"([\d.]+) ms", floor))
+    assert floor_ms > own_ms > 0 and inside_ms > 0
