@@ -42,16 +42,20 @@ def count_host_reads(phase: list | None = None):
 
 class CallLogger(torch.nn.Module):
     """Wraps a velocity model and records the batch size of every call: ``len(sizes)`` calls,
-    ``sum(sizes)`` rows evaluated."""
+    ``sum(sizes)`` rows evaluated; ``seconds`` adds up their wall time (timed where they are made)."""
 
     def __init__(self, model: torch.nn.Module):
         super().__init__()
         self.model = model
         self.sizes: list[int] = []
+        self.seconds = 0.0
 
     def forward(self, x, t):
         self.sizes.append(x.shape[0])
-        return self.model(x, t)
+        t0 = time.perf_counter()
+        u = self.model(x, t)
+        self.seconds += time.perf_counter() - t0
+        return u
 
 
 class ReplayModel(torch.nn.Module):

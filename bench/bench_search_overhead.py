@@ -165,7 +165,7 @@ def measure(method, model, reward, kw, options, repeats, device=None):
     return out
 
 
-def tensor_floor(model, reward, sizes, runs: int, mode: str, repeats: int, device=None) -> tuple[float, float]:
+def tensor_floor(model, reward, sizes, runs: int, steps: int, mode: str, repeats: int, device=None) -> tuple[float, float]:
     """Best seconds of RBF's tensor work alone, and of the bare model calls beside it, over ``repeats``
     interleaved rounds: for every call size of the search, the tensor operations one chunked tick
     makes (row gathers of the held particles and of the grid coefficients, the transition with its
@@ -174,9 +174,10 @@ def tensor_floor(model, reward, sizes, runs: int, mode: str, repeats: int, devic
     per-run bookkeeping (acceptance, quotas, ledger). The first call (the initial draws) is a plain
     velocity, x0_hat and reward."""
     import numpy as np
+    from toyflow.search._core import TickColumn as T, VelocityColumn as V
     g = torch.Generator(device=device).manual_seed(0)
     rng = np.random.default_rng(0)
-    R, P, W, K = runs, 3, 10, 11
+    R, P, W, K = runs, 3, T.VELOCITY + 4, steps + 1  # tick table: (W columns) x (grid times)
     H0 = torch.randn(R, P, 2, generator=g)
     tab = (torch.rand(W, K, 1, generator=g) * 0.5 + 0.5).contiguous()  # positive, moderate coefficients
     k = rng.integers(0, K - 1, R)
@@ -190,7 +191,8 @@ def tensor_floor(model, reward, sizes, runs: int, mode: str, repeats: int, devic
     better = torch.from_numpy(rng.random(R) < 0.5).view(R, 1, 1)
     fin = torch.from_numpy(rng.random(R) < 0.5).view(R, 1, 1)
     x_first, t_first = torch.randn(sizes[0], 2, generator=g), torch.rand(sizes[0], generator=g) * 0.9 + 0.05
-    vp = mode == "vp-sde"
+    vp, noisy = mode == "vp-sde", mode != "linear-ode"
+    t_col, inv_s, lin, scale = (T.VELOCITY + j for j in (V.T_MODEL, V.INV_S, V.LIN, V.SCALE))
 
     evaluate = getattr(reward, "evaluate", reward)  # as the engine calls it: its own checks come after
 
@@ -201,12 +203,14 @@ def tensor_floor(model, reward, sizes, runs: int, mode: str, repeats: int, devic
         for n, ks, src, idx in plans:
             c = tab.index_select(1, ks).unbind(0)  # (n, 1) columns
             held = H0.index_select(0, src).unbind(1)  # always from the same particles: values stay bounded
-            y = torch.addcmul(c[0] * held[0], c[1], held[1]).addcmul_(c[2], torch.randn(n, 2, generator=g))
+            y = torch.addcmul(c[T.A] * held[0], c[T.B], held[1])
+            if noisy:
+                y = y.addcmul_(c[T.C], torch.randn(n, 2, generator=g))
             if vp:
-                uy = torch.addcmul(c[8] * y, c[9], model(y * c[7], c[6].view(n)))
+                uy = torch.addcmul(c[lin] * y, c[scale], model(y * c[inv_s], c[t_col].view(n)))
             else:
-                uy = model(y, c[6].view(n))
-            y0 = torch.addcmul(c[4] * y, c[5], uy)
+                uy = model(y, c[t_col].view(n))
+            y0 = torch.addcmul(c[T.P_NEXT] * y, c[T.Q_NEXT], uy)
             evaluate(y0).numpy()
             SB = torch.where(better, torch.stack([y, uy, y0], 1).index_select(0, idx), SB)
             torch.where(fin, SB, H0)  # the held particles' update (not fed back, see above)
@@ -221,27 +225,12 @@ def tensor_floor(model, reward, sizes, runs: int, mode: str, repeats: int, devic
     return min(floor), min(own)
 
 
-class TimedModel(torch.nn.Module):
-    """Wraps a velocity model and adds up the wall time of its calls (``seconds``)."""
-
-    def __init__(self, model: torch.nn.Module):
-        super().__init__()
-        self.model = model
-        self.seconds = 0.0
-
-    def forward(self, x, t):
-        t0 = time.perf_counter()
-        u = self.model(x, t)
-        self.seconds += time.perf_counter() - t0
-        return u
-
-
 def model_time_in_search(method, model, reward, kw, repeats: int, device=None) -> float:
     """Best total wall time of the model's own calls inside ``repeats`` searches (the search as
     usual, each call timed where it is made)."""
-    timed, best = TimedModel(model), float("inf")
+    best = float("inf")
     for _ in range(repeats):
-        timed.seconds = 0.0
+        timed = CallLogger(model)
         search.run(method, timed, reward, generator=torch.Generator(device=device).manual_seed(1), **kw)
         best = min(best, timed.seconds)
     return best
@@ -295,6 +284,8 @@ def main():
     ap.add_argument("--allocator", choices=("default", "steady"), default="default",
                     help="glibc's default allocator, or fixed thresholds (no page faults from mmap / trimming)")
     args = ap.parse_args()
+    if args.floor and "rbf" not in args.methods.split(","):
+        ap.error("--floor splits RBF's overhead: add rbf to --methods (e.g. --methods rbf --floor)")
     allocator = steady_allocator() if args.allocator == "steady" else "allocator: default"
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -331,7 +322,7 @@ def main():
         print("search wall time per NFE relative to svdd's: " + ", ".join(
             f"{label} {v / per_nfe['svdd']:.2f}" for label, v in per_nfe.items() if label != "svdd"))
     if args.floor and "rbf" in per_nfe:
-        floor, own = tensor_floor(mlp, reward, floor_sizes, args.runs, args.mode, args.repeats)
+        floor, own = tensor_floor(mlp, reward, floor_sizes, args.runs, args.steps, args.mode, args.repeats)
         inside = model_time_in_search("rbf", mlp, reward, kw, args.repeats)
         print(f"rbf tensor floor (the tick's tensor operations alone, with the model and reward; no per-run bookkeeping): "
               f"{floor * 1e3:.1f} ms against {own * 1e3:.1f} ms of its own calls, {floor / own:.2f}x; the model's calls "

@@ -77,3 +77,6 @@ def test_overhead_bench_options(bench_on_path):
     floor = next(line for line in out if line.startswith("rbf tensor floor"))
     floor_ms, own_ms, inside_ms = (float(v) for v in re.findall(r"([\d.]+) ms", floor))
     assert floor_ms > own_ms > 0 and inside_ms > 0
+    refused = subprocess.run([sys.executable, str(script), "--methods", "svdd", "--floor"],
+                             capture_output=True, text=True, cwd=script.parent, timeout=60)
+    assert refused.returncode == 2 and "add rbf to --methods" in refused.stderr
